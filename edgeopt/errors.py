@@ -1,0 +1,61 @@
+"""Typed errors. Each carries one line saying what is wrong and, where known, how to fix it.
+
+The CLI turns an ``EdgeoptError`` into ``error: <message> — <hint>`` on stderr and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class EdgeoptError(Exception):
+    """Base class: a problem the user can fix. ``hint`` says how."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if not self.hint else f"{self.message} — {self.hint}"
+        return " ".join(text.split())
+
+
+class ConfigError(EdgeoptError):
+    """A target/profile/lab YAML file is invalid, or a name is unknown."""
+
+
+class ModelError(EdgeoptError):
+    """The input model cannot be read or is not usable."""
+
+
+class DataError(EdgeoptError):
+    """Calibration/eval data cannot be read or does not fit the model."""
+
+
+class ConversionError(EdgeoptError):
+    """A converter pass failed."""
+
+
+class QuantizationError(ConversionError):
+    """The model cannot be quantised as the profile asks (e.g. an op without an int8 kernel)."""
+
+
+class OutputError(EdgeoptError):
+    """Artifacts cannot be written (permissions, read-only file system, disk full)."""
+
+
+class RemoteError(EdgeoptError):
+    """A device cannot be reached or a remote command failed (infrastructure error)."""
+
+    exit_code = 3
+
+
+class HostKeyError(RemoteError):
+    """The device's SSH host key is unknown or has changed."""
+
+
+class AgentError(EdgeoptError):
+    """The benchmark agent failed on the device (missing runtime, hash mismatch, crash)."""
+
+    exit_code = 3
