@@ -1,0 +1,1 @@
+"""Static facts about a model file: I/O, quantisation, operators, parameters."""

@@ -1,0 +1,66 @@
+"""Read a .tflite flatbuffer through LiteRT: I/O details with quantisation, op counts, parameter count."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+
+def interpreter(model: bytes | str, threads: int = 1) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        return Interpreter(model_content=model, num_threads=threads)
+    return Interpreter(model_path=model, num_threads=threads)
+
+
+def _io(detail: dict[str, Any]) -> dict[str, Any]:
+    q = detail.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), dtype=np.float64)
+    quant = None
+    if scales.size:
+        quant = {"scale": scales.tolist(), "zero_point": np.asarray(q.get("zero_points", [])).astype(int).tolist(),
+                 "axis": int(q.get("quantized_dimension", 0))}
+    return {
+        "name": detail["name"],
+        "shape": [int(d) for d in detail["shape"]],
+        "shape_signature": [int(d) for d in detail.get("shape_signature", detail["shape"])],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": quant,
+    }
+
+
+def _graph(model: bytes | str) -> tuple[Any, list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    it = interpreter(model)
+    ops = it._get_ops_details()  # noqa: SLF001 - the only public-ish op listing LiteRT has
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    return it, ops, tensors
+
+
+def op_tensor_dtypes(model: bytes | str) -> list[tuple[str, list[str], list[str]]]:
+    _, ops, tensors = _graph(model)
+    rows = []
+    for op in ops:
+        ins = [np.dtype(tensors[i]["dtype"]).name for i in op["inputs"] if i >= 0 and i in tensors]
+        outs = [np.dtype(tensors[i]["dtype"]).name for i in op["outputs"] if i in tensors]
+        rows.append((op["op_name"], ins, outs))
+    return rows
+
+
+def inspect(model: bytes | str) -> dict[str, Any]:
+    it, ops, tensors = _graph(model)
+    produced = {i for op in ops for i in op["outputs"]}
+    graph_inputs = {d["index"] for d in it.get_input_details()}
+    params = 0
+    for op in ops:
+        for i in op["inputs"]:
+            if i >= 0 and i not in produced and i not in graph_inputs and i in tensors:
+                params += int(np.prod(tensors[i]["shape"])) if len(tensors[i]["shape"]) else 1
+    return {
+        "inputs": [_io(d) for d in it.get_input_details()],
+        "outputs": [_io(d) for d in it.get_output_details()],
+        "ops": dict(sorted(Counter(op["op_name"] for op in ops).items())),
+        "params": params,
+    }

@@ -1,0 +1,312 @@
+"""The build pipeline: target x profile -> converter passes -> artifacts + manifest, with a content cache.
+
+A rebuild whose inputs (model bytes, data, profile, target build facts, tool versions) are unchanged does no
+conversion work: the key is computed and checked before TensorFlow is even imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .artifacts import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, staged_directory
+from .config import Profile, Target
+from .data import Dataset, check_against_model, load_dataset
+from .errors import ConversionError, EdgeoptError
+from .models import SourceModel, example_model_path, open_model
+
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "numpy")
+REFERENCE_SAMPLES = 32
+MANIFEST = "manifest.json"
+RUNTIME_FOR = {"tflite": "litert", "onnx": "onnxruntime"}
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+class Reporter:
+    """What the pipeline tells the user; the CLI renders it (progress bars, -v), tests may ignore it."""
+
+    def start(self, total_steps: int) -> None: ...
+    def step(self, profile: str, what: str) -> None: ...
+    def done(self, profile: str, what: str, seconds: float, detail: str = "") -> None: ...
+    def artifact_done(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class BuildRequest:
+    target: Target
+    profiles: list[Profile]
+    model: str | None = None  # None: the bundled example
+    data: str | None = None
+    eval: str | None = None
+    out: Path = Path("artifacts")
+    force: bool = False
+
+
+@dataclass
+class BuildResult:
+    target: str
+    profile: str
+    directory: Path
+    manifest: dict[str, Any]
+    cached: bool
+    seconds: float
+    passes: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "profile": self.profile, "directory": str(self.directory),
+            "cached": self.cached, "seconds": round(self.seconds, 3),
+            "artifacts": [{k: a.get(k) for k in ("file", "format", "bytes", "sha256", "metrics")}
+                          for a in self.manifest["artifacts"]],
+            "skipped": self.manifest.get("skipped", []),
+        }
+
+
+def formats_for(target: Target, profile: Profile, src_kind: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The formats this build makes, and the ones it cannot make (with the reason)."""
+    made, skipped = [], []
+    for fmt in target.formats:
+        if fmt == "tflite" and not profile.tflite.enabled or fmt == "onnx" and not profile.onnx.enabled:
+            skipped.append({"format": fmt, "reason": f"profile {profile.name} disables {fmt}"})
+        elif fmt == "tflite" and src_kind == "onnx":
+            skipped.append({"format": fmt, "reason": "no ONNX -> TFLite converter is pinned; give a Keras/SavedModel"})
+        else:
+            made.append(fmt)
+    return made, skipped
+
+
+def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset | None,
+              evalset: Dataset | None) -> str:
+    facts = {
+        "edgeopt": __version__, "model": src.sha256, "target": target.build_facts(), "profile": profile.build_facts(),
+        "calibration": calib.sha256 if calib else None, "eval": evalset.sha256 if evalset else None,
+        "tools": tool_versions(),
+    }
+    return sha256_bytes(json.dumps(facts, sort_keys=True).encode())
+
+
+def cached_manifest(directory: Path, key: str) -> dict[str, Any] | None:
+    """The existing manifest if it was built from the same inputs and every file still has its hash."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if manifest.get("build_key") != key:
+        return None
+    files = [(a["file"], a["sha256"]) for a in manifest.get("artifacts", [])]
+    ref = manifest.get("reference")
+    if ref:
+        files.append((ref["file"], ref["sha256"]))
+    for name, digest in files:
+        p = directory / name
+        if not p.is_file() or sha256_file(p) != digest:
+            return None
+    return manifest
+
+
+class Pipeline:
+    """Builds one target for several profiles, sharing the loaded model and its float outputs."""
+
+    def __init__(self, req: BuildRequest, reporter: Reporter | None = None) -> None:
+        self.req = req
+        self.rep = reporter or Reporter()
+        self._float_eval: np.ndarray | None = None
+
+    def run(self) -> list[BuildResult]:
+        req = self.req
+        model_path = req.model or str(example_model_path(progress=self.rep.note))
+        src = open_model(model_path)
+        example = req.model is None
+        calib_spec = req.data or ("example:calibration" if example else None)
+        eval_spec = req.eval or ("example:eval" if example else None)
+        calib = load_dataset(calib_spec) if calib_spec else None
+        evalset = load_dataset(eval_spec) if eval_spec else None
+        results: list[BuildResult] = []
+        todo: list[tuple[Profile, str]] = []
+        for profile in req.profiles:
+            if profile.needs_calibration and calib is None:
+                raise ConversionError(f"profile {profile.name} needs calibration data",
+                                      "pass --data calib.npz (x: a few hundred representative inputs)")
+            key = build_key(src, req.target, profile, calib, evalset)
+            directory = req.out / req.target.name / profile.name
+            hit = None if req.force else cached_manifest(directory, key)
+            if hit is not None:
+                self.rep.note(f"{req.target.name}/{profile.name}: up to date (cached, no conversion work)")
+                results.append(BuildResult(req.target.name, profile.name, directory, hit, True, 0.0))
+            else:
+                todo.append((profile, key))
+        if todo:
+            src.load()
+            if calib is not None:
+                needed = [p.calibration.min_samples for p, _ in todo if p.needs_calibration]
+                calib = check_against_model(calib, src.input_shape, src.input_dtype, "calibration",
+                                            min_samples=max(needed, default=1))
+            if evalset is not None:
+                evalset = check_against_model(evalset, src.input_shape, src.input_dtype, "eval")
+            self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
+            for profile, key in todo:
+                results.append(self._build_one(src, profile, key, calib, evalset))
+        return results
+
+    # -------------------------------------------------------------------------------------------------------
+    def _float_outputs(self, src: SourceModel, evalset: Dataset) -> np.ndarray:
+        if self._float_eval is None:
+            self._float_eval = src.predict(evalset.x)
+        return self._float_eval
+
+    def _reference_inputs(self, src: SourceModel, calib: Dataset | None, evalset: Dataset | None
+                          ) -> tuple[np.ndarray, np.ndarray | None, str]:
+        if evalset is not None:
+            head = evalset.head(REFERENCE_SAMPLES)
+            return head.x, head.y, "eval"
+        if calib is not None:
+            return calib.head(REFERENCE_SAMPLES).x, None, "calibration"
+        if any(d is None for d in src.input_shape):
+            raise ConversionError(f"model input shape {src.input_shape} has unknown dims and no data was given",
+                                  "pass --data or --eval so reference inputs have a shape")
+        rng = np.random.default_rng(0)
+        x = rng.random((8, *src.input_shape), dtype=np.float32) if np.dtype(src.input_dtype).kind == "f" \
+            else rng.integers(0, 127, (8, *src.input_shape)).astype(src.input_dtype)
+        return x, None, "random"
+
+    def _build_one(self, src: SourceModel, profile: Profile, key: str, calib: Dataset | None,
+                   evalset: Dataset | None) -> BuildResult:
+        req, target = self.req, self.req.target
+        t0 = time.perf_counter()
+        fmts, skipped = formats_for(target, profile, src.kind)
+        final = req.out / target.name / profile.name
+        calib_x = calib.x if calib is not None else None
+        n_cal = min(profile.calibration.samples, len(calib)) if calib is not None else 0
+        passes: list[dict[str, Any]] = []
+        artifacts: list[dict[str, Any]] = []
+        ref_x, ref_y, ref_source = self._reference_inputs(src, calib, evalset)
+        reference: dict[str, np.ndarray] = {"x": ref_x.astype(np.float32) if ref_x.dtype.kind == "f" else ref_x,
+                                            "y_float": src.predict(ref_x)}
+        if ref_y is not None:
+            reference["labels"] = ref_y.astype(np.int64)
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            self.rep.step(profile.name, name)
+            t = time.perf_counter()
+            value = fn()
+            dt = time.perf_counter() - t
+            passes.append({"pass": name, "seconds": round(dt, 3)})
+            self.rep.done(profile.name, name, dt)
+            return value
+
+        with staged_directory(final) as stage, tempfile.TemporaryDirectory(prefix="edgeopt-build-") as tmpdir:
+            tmp = Path(tmpdir)
+            for fmt in fmts:
+                out = stage / f"model.{fmt}"
+                if fmt == "tflite":
+                    from .convert.tflite import convert_tflite
+
+                    timed("tflite", lambda: convert_tflite(src, profile.tflite, out, calibration=calib_x,
+                                                           calibration_samples=n_cal,
+                                                           static_batch=target.static_batch))
+                else:
+                    self._onnx_chain(src, profile, out, tmp, calib_x, n_cal, timed)
+                artifacts.append(self._describe(out, fmt, src, evalset, reference))
+                self.rep.artifact_done()
+            atomic_write_bytes(stage / "reference.npz", _npz_bytes(reference))
+            manifest = {
+                "schema": 1,
+                "edgeopt_version": __version__,
+                "target": target.name,
+                "profile": profile.name,
+                "profile_description": profile.description,
+                "build_key": key,
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "build_seconds": round(time.perf_counter() - t0, 3),
+                "static_batch": target.static_batch,
+                "source": src.describe(),
+                "tools": tool_versions(),
+                "data": {"calibration": calib.describe() if calib else None,
+                         "calibration_samples_used": n_cal,
+                         "eval": evalset.describe() if evalset else None},
+                "reference": {"file": "reference.npz", "sha256": sha256_file(stage / "reference.npz"),
+                              "samples": int(len(ref_x)), "inputs_from": ref_source},
+                "passes": passes,
+                "artifacts": artifacts,
+                "skipped": skipped,
+            }
+            atomic_write_json(stage / MANIFEST, manifest)
+        return BuildResult(target.name, profile.name, final, manifest, False, time.perf_counter() - t0, passes)
+
+    def _onnx_chain(self, src: SourceModel, profile: Profile, out: Path, tmp: Path, calib_x: np.ndarray | None,
+                    n_cal: int, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
+        from .convert.simplify import simplify_onnx
+
+        static = self.req.target.static_batch
+        if src.kind == "onnx":
+            raw = src.path
+        else:
+            from .convert.onnx_export import export_onnx
+
+            raw = timed("onnx-export", lambda: export_onnx(src, tmp / f"{profile.name}-raw.onnx",
+                                                           static_batch=static))
+        quantised = profile.onnx.quantization != "none"
+        simplified = out if not quantised else tmp / f"{profile.name}-simplified.onnx"
+        timed("onnx-simplify", lambda: simplify_onnx(raw, simplified, static_batch=static and src.kind == "onnx",
+                                                     input_shape=src.input_shape, input_name=src.input_name))
+        if quantised:
+            from .convert.onnx_quantize import quantize_onnx
+
+            timed(f"onnx-{profile.onnx.quantization}",
+                  lambda: quantize_onnx(simplified, profile.onnx, out, calibration=calib_x, calibration_samples=n_cal))
+
+    def _describe(self, path: Path, fmt: str, src: SourceModel, evalset: Dataset | None,
+                  reference: dict[str, np.ndarray]) -> dict[str, Any]:
+        from .evaluate import compare, run_artifact
+
+        if fmt == "tflite":
+            from .analyze.tflite import inspect
+        else:
+            from .analyze.onnx import inspect  # type: ignore[assignment]
+        info = inspect(path) if fmt == "onnx" else inspect(path.read_bytes())
+        try:
+            reference[f"y_{fmt}"] = run_artifact(path, fmt, reference["x"])
+            metrics = None
+            if evalset is not None:
+                metrics = compare(run_artifact(path, fmt, evalset.x), self._float_outputs(src, evalset), evalset.y)
+        except EdgeoptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
+            raise ConversionError(f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
+                                  ) from exc
+        return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": sha256_file(path),
+                "bytes": path.stat().st_size, **info, "metrics": metrics}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def build(req: BuildRequest, reporter: Reporter | None = None) -> list[BuildResult]:
+    return Pipeline(req, reporter).run()
