@@ -35,3 +35,7 @@ def example_eval():
     from edgeopt.data import example_split
 
     return example_split("eval")
+
+
+# the real loopback OpenSSH server (tests/sshd.py): `sshd` (one per session) and `sshd_factory(name)`
+from sshd import sshd, sshd_factory  # noqa: E402,F401

@@ -1,0 +1,278 @@
+"""Device session helpers on top of any :class:`~edgeopt.remote.transport.Transport`.
+
+- :meth:`DeviceSession.ensure_file`: content-addressed push. A file lives on the device at
+  ``<home>/.cache/edgeopt/blobs/<sha256>/<filename>``. If it is there and its hash (computed on the device)
+  matches, nothing is sent. Otherwise it is uploaded to ``.<filename>.part`` in the same directory (resuming a
+  partial upload left by a dropped connection), verified on the device, then renamed into place atomically: an
+  interrupted transfer never leaves a file at the final name.
+- :meth:`DeviceSession.run_json`: run a command that prints one JSON document (the agent) and parse it; an
+  ``{"error": {"message": ..., "hint": ...}}`` document with a non-zero exit becomes :class:`AgentFailed`.
+
+Hashing on the device uses its Python (configurable: a target's ``python: /path/to/python``), falling back to
+``sha256sum``. Paths travel as argv, quoted: never spliced into code or a shell line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import AgentError, RemoteError
+from edgeopt.remote.transport import CHUNK, ProgressCallback, Transport
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# Runs on the device with Python >= 3 (any version the agent supports); the path is sys.argv[1].
+# Exit 2 = the file does not exist.
+REMOTE_SHA256_CODE = (
+    "import hashlib, sys\n"
+    "h = hashlib.sha256()\n"
+    "try:\n"
+    "    f = open(sys.argv[1], 'rb')\n"
+    "except FileNotFoundError:\n"
+    "    sys.exit(2)\n"
+    "with f:\n"
+    "    for block in iter(lambda: f.read(1048576), b''):\n"
+    "        h.update(block)\n"
+    "print(h.hexdigest())\n"
+)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK * 4):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AgentFailed(AgentError):
+    """The command ran and reported failure. ``payload`` is its ``error`` object (if it printed one),
+    ``status`` its exit code (negative: killed by a signal), ``stderr`` the tail of its stderr."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        payload: dict[str, Any] | None = None,
+        status: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.payload = payload or {}
+        self.status = status
+        self.stderr = stderr
+
+
+class DeviceSession:
+    """Helpers for one device reached through ``transport``.
+
+    ``python``: the device's Python interpreter (argv[0]), used for hashing. ``cache_dir``: remote cache root
+    (absolute), default ``<home>/.cache/edgeopt``. ``bytes_sent`` counts payload bytes uploaded by this session.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        python: str = "python3",
+        cache_dir: str | None = None,
+        hash_timeout: float = 600.0,
+    ) -> None:
+        self.transport = transport
+        self.python = python
+        self.hash_timeout = hash_timeout
+        self._cache_dir = cache_dir.rstrip("/") if cache_dir else None
+        self._hasher: str | None = None  # "python" | "sha256sum", found on first use
+        self.bytes_sent = 0
+        self.last_sent = 0
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> str:
+        if self._cache_dir is None:
+            self._cache_dir = f"{self.transport.home().rstrip('/')}/.cache/edgeopt"
+        return self._cache_dir
+
+    def blob_path(self, sha256: str, filename: str) -> str:
+        return f"{self.cache_dir}/blobs/{sha256}/{filename}"
+
+    # -- hashing on the device -------------------------------------------------------------------------------
+    def remote_sha256(self, path: str) -> str | None:
+        """SHA-256 of ``path`` computed on the device, or ``None`` if the file does not exist."""
+        if self._hasher != "sha256sum":
+            result = self.transport.run([self.python, "-c", REMOTE_SHA256_CODE, path], timeout=self.hash_timeout)
+            if result.exit_code in (0, 2):
+                self._hasher = "python"
+                return self._parse_digest(result.text, path) if result.exit_code == 0 else None
+            if result.exit_code not in (126, 127) or self._hasher == "python":
+                raise RemoteError(
+                    f"cannot hash {path} on {self.transport.description} with {self.python}: "
+                    f"{result.last_error_line() or f'exit status {result.exit_code}'}"
+                )
+        result = self.transport.run(["sha256sum", path], timeout=self.hash_timeout)
+        if result.exit_code in (126, 127):
+            raise RemoteError(
+                f"cannot hash files on {self.transport.description}: neither {self.python!r} nor sha256sum runs there",
+                "set the target's python: to the device's Python interpreter (e.g. /usr/bin/python3)",
+            )
+        self._hasher = "sha256sum"
+        if result.exit_code != 0:
+            if "No such file" in result.error_text:
+                return None
+            raise RemoteError(f"cannot hash {path} on {self.transport.description}: {result.last_error_line()}")
+        return self._parse_digest(result.text.split()[0] if result.text.split() else "", path)
+
+    def _parse_digest(self, text: str, path: str) -> str:
+        digest = text.strip().lower()
+        if not _SHA256.match(digest):
+            raise RemoteError(f"unexpected hash output for {path} on {self.transport.description}: {text[:80]!r}")
+        return digest
+
+    # -- content-addressed push -----------------------------------------------------------------------------------
+    def ensure_file(
+        self, local_path: str | Path, sha256: str | None = None, progress: ProgressCallback | None = None
+    ) -> str:
+        """Make sure the device holds ``local_path`` (whose hash is ``sha256``; computed if not given) and
+        return its remote path. Sends nothing if a verified copy is already there. ``last_sent`` says how many
+        bytes this call uploaded."""
+        self.last_sent = 0
+        local = Path(local_path)
+        if not local.is_file():
+            raise AgentError(f"cannot push {local}: no such file", "build the artifact first")
+        actual = sha256_file(local)
+        if sha256 is not None:
+            expected = sha256.lower()
+            if not _SHA256.match(expected):
+                raise AgentError(f"invalid sha256 {sha256!r} for {local.name}", "expected 64 hex digits")
+            if actual != expected:
+                raise AgentError(
+                    f"{local} changed since it was built: sha256 {actual[:12]}… is not {expected[:12]}…",
+                    "rebuild the artifact (edgeopt build) before benchmarking",
+                )
+        total = local.stat().st_size
+        directory = f"{self.cache_dir}/blobs/{actual}"
+        final = f"{directory}/{local.name}"
+        part = f"{directory}/.{local.name}.part"
+
+        if self.transport.size(final) == total and self.remote_sha256(final) == actual:
+            return final
+
+        self.transport.mkdir(directory)
+        partial = self.transport.size(part)
+        offset = partial if partial is not None and 0 < partial <= total else 0
+        self._send(local, part, progress, offset)
+        got = self.remote_sha256(part)
+        if got != actual and offset:
+            self._send(local, part, progress, 0)  # resuming went wrong: start over once
+            got = self.remote_sha256(part)
+        if got != actual:
+            self.transport.remove(part)
+            raise RemoteError(
+                f"upload of {local.name} to {self.transport.description} is corrupt: "
+                f"sha256 on the device {str(got)[:12]}… is not {actual[:12]}…",
+                "check the device's storage and free space, then run again",
+            )
+        self.transport.rename(part, final)
+        return final
+
+    def _send(self, local: Path, remote: str, progress: ProgressCallback | None, offset: int) -> None:
+        sent = self.transport.put(local, remote, progress=progress, offset=offset)
+        self.last_sent += sent
+        self.bytes_sent += sent
+
+    # -- commands that answer in JSON -----------------------------------------------------------------------------
+    def run_json(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> Any:
+        """Run ``argv`` (expected to print one JSON document on stdout) and return the parsed document.
+
+        Raises :class:`AgentFailed` when it exits non-zero (with the message/hint of its ``{"error": ...}``
+        document if it printed one), was killed, or printed no valid JSON; the transport's ``RemoteError`` on
+        timeout or a lost connection."""
+        where = self.transport.description
+        name = Path(str(argv[0])).name
+        result = self.transport.run(argv, timeout=timeout, stdin=stdin)
+        doc = _parse_json(result.text)
+        tail = result.last_error_line()
+        if result.exit_code == 0:
+            if doc is _NO_JSON:
+                shown = result.text.strip()[:120]
+                raise AgentFailed(
+                    f"{name} on {where} printed no valid JSON"
+                    + (f" (stdout starts {shown!r})" if shown else " (empty stdout)"),
+                    f"stderr: {tail}" if result.error_text.strip() else None,
+                    status=0,
+                    stderr=result.error_text[-2000:],
+                )
+            return doc
+        if isinstance(doc, dict) and doc.get("error"):
+            error = doc["error"]
+            payload = error if isinstance(error, dict) else {"message": str(error)}
+            message = str(payload.get("message") or payload.get("type") or "unknown error")
+            kind = payload.get("type")
+            text = f"{name} on {where} failed: " + (f"{kind}: {message}" if kind and kind != message else message)
+            raise AgentFailed(
+                text,
+                payload.get("hint"),
+                payload=payload,
+                status=result.exit_code,
+                stderr=result.error_text[-2000:],
+            )
+        killed = _signal_name(result.exit_code)
+        if killed:
+            oom = " — out of memory?" if killed == "SIGKILL" else ""
+            raise AgentFailed(
+                f"{name} on {where} was killed by {killed}{oom}",
+                "check the device's memory (dmesg) or use a smaller model/batch" if killed == "SIGKILL" else tail or None,
+                status=result.exit_code,
+                stderr=result.error_text[-2000:],
+            )
+        if result.exit_code == 127:
+            raise AgentFailed(
+                f"{argv[0]} not found on {where}",
+                "set the target's python: to the device's interpreter, or install it",
+                status=127,
+                stderr=result.error_text[-2000:],
+            )
+        raise AgentFailed(
+            f"{name} on {where} exited with status {result.exit_code}" + (f": {tail}" if tail else ""),
+            None,
+            status=result.exit_code,
+            stderr=result.error_text[-2000:],
+        )
+
+
+_NO_JSON = object()
+
+
+def _parse_json(text: str) -> Any:
+    text = text.strip()
+    if not text:
+        return _NO_JSON
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    last = text.splitlines()[-1].strip()  # tolerate log lines printed before the document
+    try:
+        return json.loads(last)
+    except ValueError:
+        return _NO_JSON
+
+
+def _signal_name(status: int) -> str | None:
+    """A signal name if ``status`` means "killed by a signal": negative (local: -signum; SSH: -1 unknown) or
+    a shell's 128+N convention for the common fatal signals."""
+    if status == -1:
+        return "a signal"
+    number = -status if status < 0 else status - 128 if status in (128 + 6, 128 + 9, 128 + 11, 128 + 15) else 0
+    if number <= 0:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

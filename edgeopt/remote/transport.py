@@ -1,0 +1,131 @@
+"""The transport protocol: run a command on a device and move files to and from it.
+
+A transport knows how to run a command and move a file; it knows nothing about models, agents or
+artifacts (that is :mod:`edgeopt.remote.session`).
+
+Commands are always given as an argv list. Transports that go through a remote shell (SSH) quote every
+argument with :func:`shlex.quote`, so a path or name containing spaces, quotes, ``;`` or ``$()`` arrives
+literally and is never interpreted by the shell. Remote paths are POSIX strings; use absolute paths (build them
+from :meth:`Transport.home`), because ``~`` is not expanded anywhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+#: ``progress(done_bytes, total_bytes)``; called after each chunk of an upload (and once at the start).
+ProgressCallback = Callable[[int, int], None]
+
+#: Chunk size for uploads/downloads and local hashing.
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did. ``exit_code`` is negative when the process was killed by a signal
+    (``-signum`` when known, ``-1`` when the remote side did not say which)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def text(self) -> str:
+        """stdout decoded as UTF-8 (invalid bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def error_text(self) -> str:
+        """stderr decoded as UTF-8 (invalid bytes replaced)."""
+        return self.stderr.decode("utf-8", "replace")
+
+    def last_error_line(self, limit: int = 300) -> str:
+        """The last non-empty stderr line (or stdout line if stderr is empty), for one-line errors."""
+        for stream in (self.error_text, self.text):
+            lines = [line.strip() for line in stream.splitlines() if line.strip()]
+            if lines:
+                line = lines[-1]
+                return line if len(line) <= limit else line[: limit - 1] + "…"
+        return ""
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """Turn an argv list into one POSIX shell command line, each argument quoted with :func:`shlex.quote`."""
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a list of arguments, not a string")
+    if not argv:
+        raise ValueError("argv must not be empty")
+    return " ".join(shlex.quote(str(arg)) for arg in argv)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """How to talk to one device. Implementations: :class:`~edgeopt.remote.local.LocalTransport`,
+    :class:`~edgeopt.remote.ssh.SSHTransport`.
+
+    Errors: infrastructure failures (cannot connect, connection dropped, timeout) raise
+    :class:`edgeopt.errors.RemoteError`. A command that runs and exits non-zero is *not* an error at this level:
+    ``run`` returns its :class:`Result`.
+    """
+
+    #: Human-readable name of the device for messages, e.g. ``pi@raspberrypi.local:22`` or ``local``.
+    description: str
+    #: Bytes written to the device by :meth:`put` over the transport's lifetime.
+    bytes_sent: int
+
+    def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> Result:
+        """Run ``argv`` (no shell interpretation of arguments); kill it and raise ``RemoteError``
+        ("... timed out after N s") if it runs longer than ``timeout`` seconds."""
+        ...
+
+    def put(
+        self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
+    ) -> int:
+        """Upload ``local`` to ``remote``. With ``offset`` > 0, keep the first ``offset`` bytes of the existing
+        remote file and write ``local[offset:]`` after them (resume). Returns the number of bytes sent."""
+        ...
+
+    def get(self, remote: str, local: Path) -> None:
+        """Download ``remote`` to ``local`` (atomically: a failed download leaves no file at ``local``)."""
+        ...
+
+    def size(self, remote: str) -> int | None:
+        """Size in bytes of the regular file ``remote``, or ``None`` if it does not exist."""
+        ...
+
+    def exists(self, remote: str) -> bool: ...
+
+    def mkdir(self, remote: str) -> None:
+        """Create a directory and its parents (like ``mkdir -p``)."""
+        ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst``, atomically replacing ``dst`` if it exists."""
+        ...
+
+    def remove(self, remote: str) -> None:
+        """Delete a file; no error if it does not exist."""
+        ...
+
+    def home(self) -> str:
+        """The absolute path of the login user's home directory on the device."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Transport": ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

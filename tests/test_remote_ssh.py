@@ -1,0 +1,483 @@
+"""SSHTransport and DeviceSession against a REAL OpenSSH server on 127.0.0.1 (tests/sshd.py).
+
+No mocks of paramiko or sshd. Nothing outside 127.0.0.0/8 is ever contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeopt.errors import HostKeyError, RemoteError
+from edgeopt.remote.session import AgentFailed, DeviceSession, sha256_file
+from edgeopt.remote.ssh import ConnectionSpec, SSHTransport, describe_connect_error, fingerprint
+from edgeopt.remote.transport import Result, Transport
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sshd import SshServer, free_port, generate_ed25519  # noqa: E402
+
+pytestmark = pytest.mark.ssh
+
+WEIRD = "a b'c\"d;touch INJECTED;$(touch INJECTED2)`touch INJECTED3`&|>x"
+
+
+@pytest.fixture
+def known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
+    return sshd.write_known_hosts(tmp_path / "known_hosts")
+
+
+@pytest.fixture
+def spec(sshd: SshServer, known_hosts: Path) -> ConnectionSpec:
+    return ConnectionSpec(**sshd.connect_kwargs(known_hosts))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ssh(spec: ConnectionSpec):
+    with SSHTransport(spec) as transport:
+        yield transport
+
+
+@pytest.fixture
+def cache_dir(sshd: SshServer, tmp_path: Path) -> str:
+    """A per-test remote cache root (the device's home is a local directory here)."""
+    path = sshd.home / "caches" / tmp_path.name
+    return str(path)
+
+
+def _blob(tmp_path: Path, size: int, name: str = "model.tflite", seed: int = 0) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size) if seed == 0 else bytes((i * seed) % 251 for i in range(size)))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------
+# commands and files
+# ------------------------------------------------------------------------------------------------------------
+def test_run_returns_exit_code_stdout_stderr(ssh: SSHTransport) -> None:
+    assert isinstance(ssh, Transport)
+    result = ssh.run(["sh", "-c", "echo out; echo err >&2; exit 7"], timeout=10)
+    assert result == Result(7, b"out\n", b"err\n")
+    assert ssh.run(["cat"], timeout=10, stdin=b"x" * 200_000).stdout == b"x" * 200_000
+    assert ssh.run(["true"], timeout=10).ok
+
+
+def test_put_get_round_trip_with_progress(ssh: SSHTransport, sshd: SshServer, tmp_path: Path) -> None:
+    src = _blob(tmp_path, 700_000)
+    remote = f"{ssh.home()}/roundtrip.bin"
+    assert ssh.home() == str(sshd.home)
+    calls: list[tuple[int, int]] = []
+    assert ssh.put(src, remote, progress=lambda done, total: calls.append((done, total))) == 700_000
+    assert calls[0] == (0, 700_000) and calls[-1] == (700_000, 700_000)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert ssh.size(remote) == 700_000 and ssh.exists(remote)
+    back = tmp_path / "back" / "roundtrip.bin"
+    ssh.get(remote, back)
+    assert back.read_bytes() == src.read_bytes()
+    ssh.remove(remote)
+    assert not ssh.exists(remote) and ssh.size(remote) is None
+    with pytest.raises(RemoteError, match="does not exist"):
+        ssh.get(remote, tmp_path / "missing.bin")
+    assert not (tmp_path / "missing.bin").exists()
+
+
+def test_mkdir_and_atomic_rename(ssh: SSHTransport, tmp_path: Path) -> None:
+    base = f"{ssh.home()}/mk/a/b c"
+    ssh.mkdir(base)
+    ssh.mkdir(base)  # idempotent
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.write_bytes(b"1")
+    two.write_bytes(b"22")
+    ssh.put(one, f"{base}/x")
+    ssh.put(two, f"{base}/y")
+    ssh.rename(f"{base}/y", f"{base}/x")  # replaces the existing target
+    assert ssh.size(f"{base}/x") == 2 and not ssh.exists(f"{base}/y")
+
+
+def test_arguments_arrive_literally_no_injection(ssh: SSHTransport, sshd: SshServer, tmp_path: Path) -> None:
+    home = ssh.home()
+    result = ssh.run(["printf", "%s\\n", WEIRD, "$HOME", "*"], timeout=10)
+    assert result.stdout.decode().splitlines() == [WEIRD, "$HOME", "*"]
+    before = sorted(p.name for p in sshd.home.iterdir())
+    assert ssh.run(["touch", f"{home}/{WEIRD}"], timeout=10).ok
+    after = sorted(p.name for p in sshd.home.iterdir())
+    assert sorted(set(after) - set(before)) == [WEIRD]  # exactly one new file, named literally
+    for root in (sshd.home, Path("/root"), Path("/")):
+        assert not any((root / n).exists() for n in ("INJECTED", "INJECTED2", "INJECTED3", "x"))
+    # through the session: a file whose name is hostile is pushed, hashed and renamed literally
+    local = tmp_path / WEIRD
+    local.write_bytes(b"payload")
+    session = DeviceSession(ssh, cache_dir=f"{home}/inj cache")
+    remote = session.ensure_file(local)
+    assert remote.endswith("/" + WEIRD) and ssh.size(remote) == 7
+    assert session.remote_sha256(remote) == hashlib.sha256(b"payload").hexdigest()
+    assert not any((sshd.home / n).exists() for n in ("INJECTED", "INJECTED2", "INJECTED3", "x"))
+
+
+def test_command_timeout_kills_the_command(ssh: SSHTransport, sshd: SshServer) -> None:
+    pidfile = sshd.home / "sleeper.pid"
+    started = time.monotonic()
+    with pytest.raises(RemoteError, match=r"timed out after 1 s") as info:
+        ssh.run(["sh", "-c", f"echo $$ > '{pidfile}'; sleep 30 & wait"], timeout=1)
+    assert time.monotonic() - started < 6
+    assert "\n" not in info.value.one_line()
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # the whole process group (sh and its sleep child) is killed
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+    assert ssh.run(["echo", "still usable"], timeout=10).stdout == b"still usable\n"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# config, host keys
+# ------------------------------------------------------------------------------------------------------------
+def test_ssh_config_alias_resolution(sshd: SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host other\n    HostName 10.9.9.9\n\n" + sshd.ssh_config_block("bench-pi") + "\nHost *\n    Port 2\n")
+    spec = ConnectionSpec(
+        host="bench-pi", ssh_config=config, known_hosts=known_hosts, allow_agent=False, connect_timeout=5
+    )
+    resolved = spec.resolve()
+    assert (resolved.hostname, resolved.port, resolved.user) == ("127.0.0.1", sshd.port, sshd.user)
+    assert resolved.key_filenames == (str(sshd.client_key),)
+    assert resolved.look_for_keys is False  # IdentitiesOnly yes
+    with SSHTransport(spec) as transport:
+        assert transport.run(["echo", "via alias"], timeout=10).stdout == b"via alias\n"
+        assert "bench-pi" in transport.description
+    # explicit arguments override the config
+    over = ConnectionSpec(host="bench-pi", ssh_config=config, port=2222, user="someone").resolve()
+    assert (over.port, over.user, over.hostname) == (2222, "someone", "127.0.0.1")
+
+
+def test_known_hosts_verification_ok(spec: ConnectionSpec, known_hosts: Path) -> None:
+    before = known_hosts.read_bytes()
+    with SSHTransport(spec) as transport:
+        assert transport.recorded_host_key is None
+        assert transport.run(["true"], timeout=10).ok
+    assert known_hosts.read_bytes() == before
+
+
+def test_unknown_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
+    known = tmp_path / "ssh" / "known_hosts"  # does not exist yet
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known)))  # type: ignore[arg-type]
+    line = info.value.one_line()
+    assert "unknown" in line and "--accept-new-host-key" in line and sshd.host_key_name in line
+    assert _server_fingerprint(sshd) in line
+    assert not known.exists()
+
+
+def test_accept_new_records_host_key_atomically(sshd: SshServer, tmp_path: Path) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    known.parent.mkdir()
+    known.write_text("[10.0.0.1]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdG6Q2bUxbeq66z8tOVjhvjj3Ahy+cmZGVJwtTVm0mV")
+    os.chmod(known, 0o644)
+    kwargs = sshd.connect_kwargs(known, accept_new_host_key=True)
+    with SSHTransport(ConnectionSpec(**kwargs)) as transport:  # type: ignore[arg-type]
+        assert transport.recorded_host_key == _server_fingerprint(sshd)
+        assert transport.run(["true"], timeout=10).ok
+    lines = known.read_text().splitlines()
+    assert lines[0].startswith("[10.0.0.1]:22 ")  # existing entries kept
+    assert lines[1] == sshd.known_hosts_line
+    assert stat.S_IMODE(known.stat().st_mode) == 0o644  # mode preserved
+    assert not [p for p in known.parent.iterdir() if p.name.endswith(".tmp")]
+    # now known: connects without accept-new and does not record twice
+    kwargs["accept_new_host_key"] = False
+    with SSHTransport(ConnectionSpec(**kwargs)) as transport:  # type: ignore[arg-type]
+        assert transport.recorded_host_key is None
+    assert known.read_text().count(sshd.known_hosts_line) == 1
+
+
+def test_changed_host_key_refused_loudly_even_with_accept_new(sshd: SshServer, tmp_path: Path) -> None:
+    impostor = generate_ed25519(tmp_path / "impostor", "x").split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# comment\n{sshd.host_key_name} {impostor[0]} {impostor[1]}\n")
+    before = known.read_bytes()
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known, accept_new_host_key=True)))  # type: ignore[arg-type]
+    line = info.value.one_line()
+    assert "HAS CHANGED" in line and "man-in-the-middle" in line
+    assert _server_fingerprint(sshd) in line  # what the server offered
+    assert f"{known} line 2" in line  # where the old entry is
+    assert f"ssh-keygen -f '{known}' -R '{sshd.host_key_name}'" in line
+    assert known.read_bytes() == before  # nothing recorded
+
+
+def _server_fingerprint(sshd: SshServer) -> str:
+    import paramiko
+
+    return fingerprint(paramiko.Ed25519Key(filename=str(sshd.host_key)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# failures to connect: one typed line each
+# ------------------------------------------------------------------------------------------------------------
+def test_connection_refused_on_wrong_port(sshd: SshServer, known_hosts: Path) -> None:
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as info:
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, port=port)))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 3
+    line = info.value.one_line()
+    assert f"connection refused by 127.0.0.1:{port}" in line and "sshd running" in line
+    assert type(info.value) is RemoteError
+
+
+def test_blackholed_host_times_out(sshd: SshServer, known_hosts: Path) -> None:
+    """A listener whose accept queue is full drops SYNs: to a client it looks exactly like a host that does
+    not answer, all on loopback."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(RemoteError) as info:
+            SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, port=port, connect_timeout=0.5)))  # type: ignore[arg-type]
+        assert time.monotonic() - started < 3
+        assert f"timed out connecting to 127.0.0.1:{port} after 0.5 s" in info.value.one_line()
+    finally:
+        for s in fillers + [listener]:
+            s.close()
+
+
+def test_port_with_a_silent_or_foreign_service(sshd: SshServer, known_hosts: Path) -> None:
+    """The wrong port, where something that is not sshd listens: accepts, then says nothing (or HTTP)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError) as info:
+            SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, port=port, connect_timeout=0.5)))  # type: ignore[arg-type]
+        assert time.monotonic() - started < 4
+        assert "no SSH banner" in info.value.one_line()
+    finally:
+        listener.close()
+        for c in held:
+            c.close()
+
+
+def test_invalid_host_name(sshd: SshServer, known_hosts: Path) -> None:
+    with pytest.raises(RemoteError, match="invalid host name 'bad..name'"):
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, host="bad..name")))  # type: ignore[arg-type]
+
+
+def test_dns_failure_is_one_line() -> None:
+    """Resolution failures are mapped without touching the network (a real lookup would leave loopback)."""
+    conn = ConnectionSpec(host="no-such-device.example", use_ssh_config=False, port=22).resolve()
+    error = describe_connect_error(conn, socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert isinstance(error, RemoteError)
+    assert error.one_line().startswith("cannot resolve host name 'no-such-device.example': Name or service not known")
+
+
+def test_defaults_come_from_home_ssh_dir(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no paths given, ~/.ssh/config and ~/.ssh/known_hosts are used (HOME points at a temp dir)."""
+    dot_ssh = tmp_path / ".ssh"
+    dot_ssh.mkdir()
+    (dot_ssh / "config").write_text(sshd.ssh_config_block("pi"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(HostKeyError, match=str(dot_ssh / "known_hosts")):
+        SSHTransport(ConnectionSpec(host="pi", allow_agent=False))
+    with SSHTransport(ConnectionSpec(host="pi", allow_agent=False, accept_new_host_key=True)) as transport:
+        assert transport.run(["echo", "hi"], timeout=10).stdout == b"hi\n"
+    assert (dot_ssh / "known_hosts").read_text() == sshd.known_hosts_line + "\n"
+    assert stat.S_IMODE((dot_ssh / "known_hosts").stat().st_mode) == 0o600
+
+
+def test_authentication_failure_names_user_and_key(sshd: SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong_key"
+    generate_ed25519(wrong)
+    with pytest.raises(RemoteError) as info:
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(wrong))))  # type: ignore[arg-type]
+    line = info.value.one_line()
+    assert "\n" not in line
+    assert f"authentication failed for user '{sshd.user}'" in line and str(wrong) in line
+    assert "authorized_keys" in line
+    secret = wrong.read_text()
+    assert "PRIVATE KEY" not in line and not any(chunk in line for chunk in secret.split() if len(chunk) > 20)
+
+
+def test_missing_key_file(sshd: SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    with pytest.raises(RemoteError, match="does not exist"):
+        ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(tmp_path / "nope"))).resolve()  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# content-addressed push
+# ------------------------------------------------------------------------------------------------------------
+def test_push_dedupe_second_push_sends_nothing(ssh: SSHTransport, spec: ConnectionSpec, cache_dir: str, tmp_path: Path) -> None:
+    src = _blob(tmp_path, 300_000)
+    digest = sha256_file(src)
+    session = DeviceSession(ssh, cache_dir=cache_dir)
+    remote = session.ensure_file(src, digest)
+    assert remote == f"{cache_dir}/blobs/{digest}/model.tflite"
+    assert session.last_sent == 300_000
+    assert session.remote_sha256(remote) == digest
+    assert session.ensure_file(src, digest) == remote
+    assert session.last_sent == 0 and session.bytes_sent == 300_000
+    with SSHTransport(spec) as again:  # a later run, new connection
+        later = DeviceSession(again, cache_dir=cache_dir)
+        assert later.ensure_file(src) == remote and later.bytes_sent == 0 and again.bytes_sent == 0
+
+
+def test_default_cache_dir_is_under_home(ssh: SSHTransport, tmp_path: Path) -> None:
+    session = DeviceSession(ssh)
+    assert session.cache_dir == f"{ssh.home()}/.cache/edgeopt"
+    src = _blob(tmp_path, 10, name="tiny.bin")
+    assert session.ensure_file(src).startswith(f"{ssh.home()}/.cache/edgeopt/blobs/")
+
+
+@pytest.mark.parametrize("how", ["transport closed", "socket dies", "server drops"])
+def test_connection_dropped_mid_upload_then_next_push_resumes(how: str, sshd_factory, tmp_path: Path) -> None:
+    sshd = sshd_factory("drop")  # its own server: drop_connections() must not hit other tests' sessions
+    spec = ConnectionSpec(**sshd.connect_kwargs())  # type: ignore[arg-type]
+    cache_dir = str(sshd.home / "cache" / how.replace(" ", "-"))
+    size = 4 * 1024 * 1024
+    src = _blob(tmp_path, size)
+    digest = sha256_file(src)
+    final = f"{cache_dir}/blobs/{digest}/model.tflite"
+    transport = SSHTransport(spec)
+    session = DeviceSession(transport, cache_dir=cache_dir)
+
+    def cut(done: int, total: int) -> None:
+        if done >= total // 2:
+            if how == "transport closed":
+                transport.close()
+            elif how == "socket dies":
+                transport._client.get_transport().sock.close()  # the link dies under the SFTP stream
+            else:
+                sshd.drop_connections()  # sshd's side of the connection is SIGKILLed
+                time.sleep(0.2)
+
+    with pytest.raises(RemoteError, match="lost while"):
+        session.ensure_file(src, digest, progress=cut)
+    transport.close()
+    assert not Path(final).exists()  # never a file at the final name
+    partial = Path(final).with_name(".model.tflite.part")
+    assert partial.exists() and partial.stat().st_size < size
+
+    with SSHTransport(spec) as again:
+        retry = DeviceSession(again, cache_dir=cache_dir)
+        assert retry.ensure_file(src, digest) == final
+        assert 0 < retry.last_sent < size  # resumed, not restarted
+        assert retry.remote_sha256(final) == digest
+    assert Path(final).read_bytes() == src.read_bytes() and not partial.exists()
+
+
+def test_corrupt_remote_copy_is_detected_and_repushed(ssh: SSHTransport, cache_dir: str, tmp_path: Path) -> None:
+    src = _blob(tmp_path, 200_000)
+    session = DeviceSession(ssh, cache_dir=cache_dir)
+    remote = session.ensure_file(src)
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\0" * 200_000)  # same size: only the hash can tell
+    ssh.put(garbage, remote)
+    assert session.ensure_file(src) == remote
+    assert session.last_sent == 200_000
+    assert Path(remote).read_bytes() == src.read_bytes()
+    truncated = tmp_path / "short"
+    truncated.write_bytes(b"x")
+    ssh.put(truncated, remote)
+    assert session.ensure_file(src) == remote and session.last_sent == 200_000
+    assert session.remote_sha256(remote) == sha256_file(src)
+
+
+def test_corrupt_partial_upload_restarts_from_zero(ssh: SSHTransport, cache_dir: str, tmp_path: Path) -> None:
+    src = _blob(tmp_path, 100_000)
+    digest = sha256_file(src)
+    directory = f"{cache_dir}/blobs/{digest}"
+    ssh.mkdir(directory)
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"J" * 50_000)  # a .part whose bytes are wrong
+    ssh.put(junk, f"{directory}/.model.tflite.part")
+    session = DeviceSession(ssh, cache_dir=cache_dir)
+    assert session.ensure_file(src, digest) == f"{directory}/model.tflite"
+    assert session.last_sent == 50_000 + 100_000  # tried resuming, hash failed, started over
+    assert session.remote_sha256(f"{directory}/model.tflite") == digest
+
+
+def test_sha256sum_fallback_and_python_path(ssh: SSHTransport, tmp_path: Path) -> None:
+    src = _blob(tmp_path, 1000)
+    remote = f"{ssh.home()}/hashme"
+    ssh.put(src, remote)
+    fallback = DeviceSession(ssh, python="/nonexistent/python3")
+    assert fallback.remote_sha256(remote) == sha256_file(src)
+    assert fallback._hasher == "sha256sum"
+    assert fallback.remote_sha256(remote + ".missing") is None
+    explicit = DeviceSession(ssh, python="/usr/bin/python3")
+    assert explicit.remote_sha256(remote) == sha256_file(src) and explicit._hasher == "python"
+    assert explicit.remote_sha256(remote + ".missing") is None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# run_json
+# ------------------------------------------------------------------------------------------------------------
+def test_run_json_ok_error_killed_timeout(ssh: SSHTransport) -> None:
+    session = DeviceSession(ssh)
+    py = "/usr/bin/python3"
+    assert session.run_json([py, "-c", "import json; print(json.dumps({'p50_ms': 1.5}))"], timeout=20) == {"p50_ms": 1.5}
+    code = (
+        "import json, sys; print(json.dumps({'error': {'type': 'RuntimeMissing', 'message': 'no TFLite runtime',"
+        " 'hint': 'pip install ai-edge-litert'}})); sys.exit(4)"
+    )
+    with pytest.raises(AgentFailed) as info:
+        session.run_json([py, "-c", code], timeout=20)
+    assert info.value.one_line().endswith("RuntimeMissing: no TFLite runtime — pip install ai-edge-litert")
+    assert info.value.status == 4 and info.value.payload["type"] == "RuntimeMissing"
+    with pytest.raises(AgentFailed, match="killed by SIGKILL"):
+        session.run_json(["sh", "-c", "kill -9 $$"], timeout=20)
+    with pytest.raises(AgentFailed, match="no valid JSON"):
+        session.run_json(["echo", "{not json"], timeout=20)
+    with pytest.raises(AgentFailed, match="exited with status 3: boom"):
+        session.run_json(["sh", "-c", "echo boom >&2; exit 3"], timeout=20)
+    with pytest.raises(RemoteError, match="timed out after 0.5 s"):
+        session.run_json(["sleep", "10"], timeout=0.5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a small lab
+# ------------------------------------------------------------------------------------------------------------
+def test_several_independent_servers(sshd_factory, tmp_path: Path) -> None:
+    a, b = sshd_factory("lab-a"), sshd_factory("lab-b")
+    assert len({a.port, b.port}) == 2 and a.host_pubkey != b.host_pubkey and a.home != b.home
+    with SSHTransport(ConnectionSpec(**a.connect_kwargs())) as ta, SSHTransport(ConnectionSpec(**b.connect_kwargs())) as tb:  # type: ignore[arg-type]
+        assert ta.home() == str(a.home) and tb.home() == str(b.home)
+        src = _blob(tmp_path, 1000)
+        remote = DeviceSession(ta).ensure_file(src)
+        assert ta.exists(remote) and not tb.exists(remote.replace(str(a.home), str(b.home)))
+    # a's known_hosts does not vouch for b
+    with pytest.raises(HostKeyError, match="unknown"):
+        SSHTransport(ConnectionSpec(**b.connect_kwargs(a.root / "known_hosts")))  # type: ignore[arg-type]
+    a.stop()
+    assert not a.running and b.running
