@@ -1,0 +1,91 @@
+"""Timing: the measurement loop and its statistics (standard library only).
+
+Only the runtime's invoke/run call is inside the timed region; input preparation happens before
+the clock starts (``prepare(i)``), and nothing after ``invoke()`` returns is timed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+_NS_PER_MS = 1_000_000.0
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Percentile ``q`` in [0, 100] of already sorted values, by linear interpolation between
+    closest ranks (the same definition as numpy's default ``np.percentile``)."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError("q must be within [0, 100]")
+    pos = (len(sorted_values) - 1) * (q / 100.0)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def summarize(samples_ms: Sequence[float]) -> Dict[str, float]:
+    """min, p50, p90, p99, max, mean and sample standard deviation (n - 1; 0 for one sample), in ms."""
+    if not samples_ms:
+        raise ValueError("no samples")
+    ordered = sorted(samples_ms)
+    n = len(ordered)
+    mean = math.fsum(ordered) / n
+    var = math.fsum((v - mean) ** 2 for v in ordered) / (n - 1) if n > 1 else 0.0
+    return {
+        "min": ordered[0],
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1],
+        "mean": mean,
+        "std": math.sqrt(var),
+    }
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Wall time of one call of ``fn``, in ms."""
+    t0 = time.perf_counter_ns()
+    fn()
+    t1 = time.perf_counter_ns()
+    return (t1 - t0) / _NS_PER_MS
+
+
+def measure(invoke: Callable[[], object], prepare: Optional[Callable[[int], object]],
+            warmup: int, runs: int, min_seconds: float, max_runs: int) -> Dict[str, object]:
+    """Warm up, then time ``invoke`` until at least ``runs`` samples AND ``min_seconds`` of measuring
+    have passed (whichever is later), never more than ``max_runs`` samples.
+
+    ``prepare(i)`` (untimed) sets the inputs for call number i; None when the inputs never change.
+    """
+    perf = time.perf_counter_ns
+    call = 0
+    for _ in range(warmup):
+        if prepare is not None:
+            prepare(call)
+        invoke()
+        call += 1
+
+    samples_ns: List[int] = []
+    deadline_ns = int(min_seconds * 1e9)
+    start = perf()
+    while True:
+        n = len(samples_ns)
+        if n >= max_runs:
+            break
+        if n >= runs and perf() - start >= deadline_ns:
+            break
+        if prepare is not None:
+            prepare(call)
+        t0 = perf()
+        invoke()
+        t1 = perf()
+        samples_ns.append(t1 - t0)
+        call += 1
+    measure_seconds = (perf() - start) / 1e9
+    samples_ms = [ns / _NS_PER_MS for ns in samples_ns]
+    return {"samples_ms": samples_ms, "measure_seconds": measure_seconds,
+            "capped": len(samples_ns) >= max_runs and (len(samples_ns) < runs or measure_seconds < min_seconds)}
