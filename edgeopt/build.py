@@ -18,13 +18,15 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .artifacts import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, staged_directory
+from .artifacts import (atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_tree,
+                        staged_directory)
 from .config import Profile, Target
 from .data import Dataset, check_against_model, load_dataset
 from .errors import ConversionError, EdgeoptError
 from .models import SourceModel, example_model_path, open_model
 
-TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "numpy")
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "tflite-micro", "numpy")
+FIRMWARE_TEMPLATE = Path(__file__).resolve().parent.parent / "firmware" / "tflm"
 REFERENCE_SAMPLES = 32
 MANIFEST = "manifest.json"
 RUNTIME_FOR = {"tflite": "litert", "onnx": "onnxruntime"}
@@ -101,7 +103,14 @@ def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset
         "calibration": calib.sha256 if calib else None, "eval": evalset.sha256 if evalset else None,
         "tools": tool_versions(),
     }
+    if wants_firmware(target):
+        facts["firmware_template"] = sha256_tree(FIRMWARE_TEMPLATE)
     return sha256_bytes(json.dumps(facts, sort_keys=True).encode())
+
+
+def wants_firmware(target: Target) -> bool:
+    """Microcontroller targets get a TensorFlow Lite Micro firmware bundle next to the .tflite."""
+    return "tflite-micro" in target.runtimes and "tflite" in target.formats
 
 
 def cached_manifest(directory: Path, key: str) -> dict[str, Any] | None:
@@ -119,6 +128,9 @@ def cached_manifest(directory: Path, key: str) -> dict[str, Any] | None:
     ref = manifest.get("reference")
     if ref:
         files.append((ref["file"], ref["sha256"]))
+    tflm = manifest.get("tflm")
+    if tflm:
+        files.extend((f"firmware/{name}", f["sha256"]) for name, f in tflm.get("files", {}).items())
     for name, digest in files:
         p = directory / name
         if not p.is_file() or sha256_file(p) != digest:
@@ -230,6 +242,13 @@ class Pipeline:
                     self._onnx_chain(src, profile, out, tmp, calib_x, n_cal, timed)
                 artifacts.append(self._describe(out, fmt, src, evalset, reference))
                 self.rep.artifact_done()
+            tflm = None
+            if wants_firmware(target) and "tflite" in fmts:
+                from .convert.tflm import build_firmware
+
+                tflm = timed("tflm-firmware", lambda: build_firmware(
+                    stage / "model.tflite", target, stage / "firmware", sample_input=reference["x"][0],
+                    eval_inputs=reference["x"]))
             atomic_write_bytes(stage / "reference.npz", _npz_bytes(reference))
             manifest = {
                 "schema": 1,
@@ -252,6 +271,8 @@ class Pipeline:
                 "artifacts": artifacts,
                 "skipped": skipped,
             }
+            if tflm is not None:
+                manifest["tflm"] = tflm
             atomic_write_json(stage / MANIFEST, manifest)
         return BuildResult(target.name, profile.name, final, manifest, False, time.perf_counter() - t0, passes)
 

@@ -153,6 +153,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profiles", help="list the profiles (optimisation recipes) defined")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles)
+
+    from .bench import register as register_bench
+
+    register_bench(sub)  # bench, report
     return ap
 
 

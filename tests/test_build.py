@@ -120,10 +120,13 @@ def test_rebuild_is_a_cache_hit_and_changes_invalidate(example_build, tmp_path: 
     third = {r.profile: r for r in build(req)}
     assert not third["fp16"].cached and all(third[p].cached for p in PROFILES if p != "fp16")
     assert sha256_file(victim) == _artifact(third["fp16"], "onnx")["sha256"]
-    # a changed profile setting changes the key
+    # a changed profile setting changes the key (on a copy: the session build stays as it is for other tests)
+    import shutil
+
+    shutil.copytree(req.out / "local" / "int8", tmp_path / "out" / "local" / "int8")
     f = tmp_path / "int8.yaml"
     f.write_text(Path(load_profile("int8").source_file).read_text().replace("samples: 200", "samples: 100"))
-    changed = build(BuildRequest(target=req.target, profiles=[load_profile(str(f))], out=req.out))
+    changed = build(BuildRequest(target=req.target, profiles=[load_profile(str(f))], out=tmp_path / "out"))
     assert not changed[0].cached and changed[0].manifest["data"]["calibration_samples_used"] == 100
 
 
@@ -135,3 +138,14 @@ def test_static_batch_target_exports_batch_one(example_model: Path, tmp_path: Pa
     assert art["inputs"][0]["shape_signature"] == [1, 28, 28, 1]
     assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(art["ops"])
     assert art["metrics"]["accuracy"] >= 0.975
+    # a microcontroller target also gets the TensorFlow Lite Micro firmware bundle, with the measured arena
+    tflm = r.manifest["tflm"]
+    for name in ("model_data.h", "model_data.cc", "op_resolver.h", "main.cc", "README.md"):
+        assert (r.directory / "firmware" / name).is_file(), name
+    assert 0 < tflm["arena"]["exact_bytes"] <= tflm["arena"]["recommended_bytes"]
+    # cached like everything else, and a damaged firmware file is caught
+    (again,) = build(BuildRequest(target=load_target("cortex-m7"), profiles=[load_profile("int8")], out=tmp_path))
+    assert again.cached
+    (r.directory / "firmware" / "op_resolver.h").write_text("// edited\n")
+    (third,) = build(BuildRequest(target=load_target("cortex-m7"), profiles=[load_profile("int8")], out=tmp_path))
+    assert not third.cached and "// edited" not in (r.directory / "firmware" / "op_resolver.h").read_text()

@@ -443,6 +443,8 @@ class SSHTransport:
                 sock = paramiko.ProxyCommand(conn.proxy_command)
             else:
                 sock = socket.create_connection((conn.hostname, conn.port), timeout=timeout)
+                # SFTP is many small request/response round trips: without this, delayed ACKs stall each ~40 ms
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, UnicodeError, SSHException) as exc:
             client.close()
             raise (describe_connect_error(conn, exc) or RemoteError(str(exc))) from exc

@@ -1,0 +1,118 @@
+"""The results store (SQLite + JSON copies): round trip, ordering, lookups, concurrent writers, bad files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgeopt.store import SCHEMA_VERSION, Store, StoreError, open_store, safe_name
+
+
+def result(run_id: str, n: int, *, target: str = "rpi4", profile: str | None = "int8", valid: bool = True,
+           p50: float | None = 1.5) -> dict:
+    """A result document of the shape edgeopt bench stores (docs/bench.md)."""
+    return {
+        "schema": 1, "result_id": f"{run_id}-{target}-{n:03d}", "run_id": run_id,
+        "created_at": f"2026-11-28T10:00:{n:02d}.000+00:00", "target": target, "profile": profile,
+        "format": "tflite", "artifact": {"file": "model.tflite", "sha256": f"{n:064x}", "bytes": 1000 + n},
+        "transfer": {"agent": 0, "model": 0, "reference": 0, "total": 0}, "valid": valid,
+        "error": None if valid else {"kind": "agent", "message": "runtime_missing: no runtime"},
+        "agent": {"latency_ms": {"p50": p50, "p90": 2.0, "count": 5}} if valid else None,
+    }
+
+
+def begin(store: Store, run_id: str, created: str = "2026-11-28T10:00:00.000+00:00") -> None:
+    store.begin_run({"run_id": run_id, "created_at": created, "targets": ["rpi4"], "command": "edgeopt bench"})
+
+
+def test_round_trip_sqlite_and_json(tmp_path: Path):
+    with open_store(tmp_path / "results") as store:
+        begin(store, "run-a")
+        docs = [result("run-a", 1), result("run-a", 2, valid=False), result("run-a", 3, profile=None)]
+        paths = [store.add_result(d) for d in docs]
+        store.finish_run("run-a", "2026-11-28T10:01:00+00:00", "failed", {"results": 3, "valid": 2})
+    # a fresh connection reads back exactly what was written
+    with open_store(tmp_path / "results", create=False) as store:
+        assert store.latest_run_id() == "run-a"
+        assert store.results("run-a") == docs
+        run = store.run("run-a")
+        assert run["status"] == "failed" and run["summary"] == {"results": 3, "valid": 2}
+        assert run["finished_at"] == "2026-11-28T10:01:00+00:00"
+        rows = store.query(target="rpi4", profile="int8")
+        assert [r["result_id"] for r in rows] == ["run-a-rpi4-002", "run-a-rpi4-001"]  # newest first
+        assert rows[1]["p50_ms"] == 1.5 and rows[1]["valid"] == 1 and rows[1]["error"] is None
+        assert rows[0]["valid"] == 0 and rows[0]["error"] == "runtime_missing: no runtime"
+        assert [r["result_id"] for r in store.query(valid_only=True)] == ["run-a-rpi4-003", "run-a-rpi4-001"]
+        assert store.query(target="rpi5") == []
+    # the JSON copies: one file per result plus run.json, complete, no temporary files left behind
+    run_dir = tmp_path / "results" / "run-a"
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([*(p.name for p in paths), "run.json"])
+    for doc, path in zip(docs, paths):
+        assert json.loads(path.read_text()) == doc
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    db = sqlite3.connect(tmp_path / "results" / "edgeopt.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"results_run", "results_key", "results_sha", "results_created"} <= indexes
+    columns = {r[1] for r in db.execute("PRAGMA table_info(results)")}
+    assert {"run_id", "created_at", "target", "profile", "format", "sha256", "p50_ms", "valid", "error",
+            "doc"} <= columns
+
+
+def test_latest_run_and_lookup_by_prefix(tmp_path: Path):
+    store = Store(tmp_path / "db.sqlite", tmp_path / "json")
+    begin(store, "20261128T100000Z-aaaaaa", "2026-11-28T10:00:00.000+00:00")
+    begin(store, "20261128T110000Z-bbbbbb", "2026-11-28T11:00:00.000+00:00")
+    assert store.latest_run_id() == "20261128T110000Z-bbbbbb"
+    assert store.run("20261128T10")["run_id"] == "20261128T100000Z-aaaaaa"
+    with pytest.raises(StoreError) as info:
+        store.run("2026")  # ambiguous prefix
+    assert "latest: 20261128T110000Z-bbbbbb" in info.value.one_line()
+    with pytest.raises(StoreError):
+        store.run("nope")
+    listed = store.runs()
+    assert [r["run_id"] for r in listed] == ["20261128T110000Z-bbbbbb", "20261128T100000Z-aaaaaa"]
+    assert listed[0]["targets"] == ["rpi4"] and listed[0]["results"] == 0
+    store.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path):
+    store = open_store(tmp_path)
+    begin(store, "run-p")
+    errors: list[BaseException] = []
+
+    def writer(target: str) -> None:
+        try:
+            for n in range(25):
+                store.add_result(result("run-p", n, target=target))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"dev{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(store.results("run-p")) == 100 and len(list((tmp_path / "run-p").glob("*.json"))) == 101
+    store.close()
+
+
+def test_missing_or_broken_store_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(StoreError) as info:
+        open_store(tmp_path / "none", create=False)
+    assert "run `edgeopt bench` first" in info.value.one_line()
+    bad = tmp_path / "bad" / "edgeopt.sqlite"
+    bad.parent.mkdir()
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open results store"):
+        open_store(tmp_path / "bad")
+
+
+def test_result_file_names_are_safe():
+    assert safe_name("run-1 a/b;c'd") == "run-1_a_b_c_d"
+    assert "/" not in safe_name("../../etc/passwd") and not safe_name("../x").startswith(".")
