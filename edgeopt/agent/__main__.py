@@ -17,6 +17,7 @@ from typing import Any, List, Optional, Sequence
 
 from . import AGENT_VERSION, SCHEMA
 from .errors import EXIT_FAILURE, AgentFailure, usage_error
+from .energy import CHOICES
 from .runtimes import BY_NAME, FORMATS
 
 
@@ -43,6 +44,13 @@ def _cpu_list(text: str) -> List[int]:
     return sorted(set(cpus))
 
 
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sysfs-root", default="/",
+                        help="root of every sysfs reader (hwmon, powercap, power_supply, thermal, cpufreq): "
+                             "<root>/sys/... (default /)")
+    parser.add_argument("--energy-command", help="external meter: a command (no shell) printing watts per call")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="agent.pyz", description="edgeopt on-device benchmark agent %s" % AGENT_VERSION)
     parser.add_argument("--version", action="version", version=AGENT_VERSION)
@@ -61,21 +69,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtime", default="auto", choices=["auto"] + sorted(BY_NAME),
                      help="force a runtime (default: first importable)")
     run.add_argument("--format", choices=FORMATS, help="model format (default: from the extension)")
-    sub.add_parser("probe", help="device facts and the runtimes importable here")
+    _common(run)
+    en = run.add_argument_group("energy")
+    en.add_argument("--energy", default="none", choices=CHOICES,
+                    help="energy sensor (default none); auto: the best available, reported with what was tried")
+    en.add_argument("--energy-rate-hz", type=float, help="sampling rate (default: per sensor, 10-50 Hz)")
+    en.add_argument("--energy-min-seconds", type=float,
+                    help="shortest timed loop with energy on (default: per sensor, 1-10 s); extends --min-seconds")
+    en.add_argument("--energy-command-joules", action="store_true",
+                    help="the --energy-command prints cumulative joules, not watts")
+    en.add_argument("--energy-hwmon", help="hwmon device to use (its name or hwmonN; default: the first)")
+    st = run.add_argument_group("measuring conditions")
+    st.add_argument("--pin", choices=["fastest"], help="pin to the fastest cores (big.LITTLE: cpu_capacity / "
+                                                       "cpuinfo_max_freq); excludes --affinity")
+    st.add_argument("--governor", choices=["performance"],
+                    help="set this cpufreq governor on the cores used for the run, restore it afterwards")
+    st.add_argument("--cooldown-below", type=float, metavar="C",
+                    help="before measuring, wait until the hottest thermal zone is below C degrees Celsius")
+    st.add_argument("--cooldown-timeout", type=float, default=300.0, metavar="S",
+                    help="wait at most S seconds for --cooldown-below (default 300)")
+    st.add_argument("--max-other-load", type=float, default=0.5, metavar="CPUS",
+                    help="other processes using more CPUs than this on average make the run invalid (default 0.5)")
+    pr = sub.add_parser("probe", help="device facts, the runtimes importable here and the energy sensors")
+    _common(pr)
     return parser
 
 
-def probe() -> dict:
-    from . import sysinfo
+def probe(args: argparse.Namespace) -> dict:
+    from . import energy, sysinfo
     from .runtimes import probe as probe_runtimes
 
+    root = getattr(args, "sysfs_root", "/")
+    eopts = energy.EnergyOptions(command=getattr(args, "energy_command", None), root=root)
     return {"schema": SCHEMA, "agent_version": AGENT_VERSION, "command": "probe",
-            "device": sysinfo.device_facts(), "state": sysinfo.device_state(), "runtimes": probe_runtimes()}
+            "device": sysinfo.device_facts(), "state": sysinfo.device_state(root), "runtimes": probe_runtimes(),
+            "energy": energy.probe(eopts)}
 
 
 def execute(args: argparse.Namespace) -> dict:
     if args.command == "probe":
-        return probe()
+        return probe(args)
     if args.command != "run":
         raise usage_error("a command is required: run or probe", "agent.pyz run --model M --sha256 HEX")
     try:
@@ -84,11 +117,18 @@ def execute(args: argparse.Namespace) -> dict:
         raise AgentFailure("numpy_missing", "numpy cannot be imported on this device: %s: %s"
                            % (type(exc).__name__, exc),
                            "install it: `pip install numpy` (Debian/Raspberry Pi OS: `apt install python3-numpy`)")
+    from .energy import EnergyOptions
     from .runner import RunOptions, run
 
+    eopts = EnergyOptions(sensor=args.energy, rate_hz=args.energy_rate_hz, command=args.energy_command,
+                          command_joules=args.energy_command_joules, min_seconds=args.energy_min_seconds,
+                          hwmon=args.energy_hwmon, root=args.sysfs_root)
     return run(RunOptions(model=args.model, sha256=args.sha256, reference=args.reference, runs=args.runs,
                           warmup=args.warmup, min_seconds=args.min_seconds, max_runs=args.max_runs,
-                          threads=args.threads, affinity=args.affinity, runtime=args.runtime, fmt=args.format))
+                          threads=args.threads, affinity=args.affinity, runtime=args.runtime, fmt=args.format,
+                          energy_opts=eopts, sysfs_root=args.sysfs_root, pin=args.pin, governor=args.governor,
+                          cooldown_below=args.cooldown_below, cooldown_timeout=args.cooldown_timeout,
+                          max_other_load=args.max_other_load))
 
 
 def _finite(value: Any) -> Any:

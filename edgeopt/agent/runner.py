@@ -11,17 +11,21 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import AGENT_VERSION, SCHEMA, inputs, memory, parity, sysinfo, timing
+from . import AGENT_VERSION, SCHEMA, energy, inputs, memory, parity, state, sysinfo, timing
 from .errors import AgentFailure, usage_error
 from .runtimes import FORMATS, LoadedRuntime, Model, select
 
+MIN_LOAD_WINDOW_S = 0.5  # /proc/stat counts 10 ms ticks: shorter windows say nothing about other load
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class RunOptions:
     def __init__(self, model: str, sha256: str, reference: Optional[str] = None, runs: int = 100,
                  warmup: int = 10, min_seconds: float = 0.0, max_runs: int = 100000, threads: Optional[int] = None,
-                 affinity: Optional[List[int]] = None, runtime: str = "auto", fmt: Optional[str] = None) -> None:
+                 affinity: Optional[List[int]] = None, runtime: str = "auto", fmt: Optional[str] = None,
+                 energy_opts: Optional[energy.EnergyOptions] = None, sysfs_root: str = "/",
+                 pin: Optional[str] = None, governor: Optional[str] = None, cooldown_below: Optional[float] = None,
+                 cooldown_timeout: float = 300.0, max_other_load: float = 0.5) -> None:
         self.model = model
         self.sha256 = sha256
         self.reference = reference
@@ -33,6 +37,14 @@ class RunOptions:
         self.affinity = affinity
         self.runtime = runtime
         self.format = fmt
+        self.sysfs_root = sysfs_root
+        self.energy = energy_opts or energy.EnergyOptions(root=sysfs_root)
+        self.energy.root = sysfs_root
+        self.pin = pin
+        self.governor = governor
+        self.cooldown_below = cooldown_below
+        self.cooldown_timeout = cooldown_timeout
+        self.max_other_load = max_other_load
 
     def check(self) -> None:
         if not _HEX64.match(self.sha256 or ""):
@@ -48,6 +60,21 @@ class RunOptions:
             raise usage_error("--max-runs (%d) must be >= --runs (%d)" % (self.max_runs, self.runs))
         if self.threads is not None and self.threads < 1:
             raise usage_error("--threads must be >= 1, got %d" % self.threads)
+        e = self.energy
+        if e.sensor not in energy.CHOICES:
+            raise usage_error("--energy must be one of %s, got %r" % ("|".join(energy.CHOICES), e.sensor))
+        if e.rate_hz is not None and not e.rate_hz > 0:
+            raise usage_error("--energy-rate-hz must be > 0, got %s" % e.rate_hz)
+        if e.min_seconds is not None and e.min_seconds < 0:
+            raise usage_error("--energy-min-seconds must be >= 0, got %s" % e.min_seconds)
+        if e.sensor == "command" and not e.command:
+            raise usage_error("--energy command needs --energy-command 'CMD ARGS'")
+        if self.pin is not None and self.affinity is not None:
+            raise usage_error("--pin and --affinity exclude each other")
+        if self.cooldown_timeout < 0:
+            raise usage_error("--cooldown-timeout must be >= 0, got %s" % self.cooldown_timeout)
+        if not os.path.isdir(self.sysfs_root):
+            raise usage_error("--sysfs-root %s is not a directory" % self.sysfs_root)
 
 
 def sha256_file(path: str) -> str:
@@ -119,8 +146,65 @@ def run(opts: RunOptions) -> Dict[str, object]:
     reference = inputs.load_reference(opts.reference) if opts.reference else None
 
     runtime: LoadedRuntime = select(fmt, opts.runtime)  # imports it: before the memory baseline
-    pinning = apply_affinity(opts.affinity, warnings)
-    state_before = sysinfo.device_state()
+    root = opts.sysfs_root
+    conditions: Dict[str, object] = {"sysfs_root": root, "max_other_load": opts.max_other_load}
+    meter = open_energy(opts.energy)
+    affinity_cpus = opts.affinity
+    if opts.pin == "fastest":
+        affinity_cpus, pin_info = state.fastest_cpus(root, sysinfo.affinity())
+        pin_info["cpus"] = affinity_cpus
+        conditions["pin"] = pin_info
+        if not affinity_cpus:
+            affinity_cpus = None
+            warnings.append("--pin fastest: no cpufreq information, not pinned")
+    pinning = apply_affinity(affinity_cpus, warnings)
+    cpus_used = pinning["affinity"]
+    conditions["cpus_used"] = cpus_used
+    governor = state.Governor(root, cpus_used, opts.governor) if opts.governor else None  # type: ignore[arg-type]
+    if governor is not None:
+        conditions["governor"] = governor.info
+        if governor.info["error"]:
+            warnings.append("--governor %s: %s" % (opts.governor, governor.info["error"]))
+    try:
+        return _run_measured(opts, started, warnings, model_block, fmt, reference, runtime, pinning, conditions,
+                             meter)
+    finally:
+        if governor is not None:
+            governor.restore()
+
+
+def open_energy(eopts: energy.EnergyOptions) -> Optional[energy.EnergyMeter]:
+    """The sensor chosen by --energy; a forced one that is not available is a failure, auto falls through."""
+    try:
+        sensor, tried = energy.select(eopts)
+    except energy.SensorUnavailable as exc:
+        raise AgentFailure("energy_unavailable", "--energy %s: %s" % (eopts.sensor, exc),
+                           "choose another sensor (`agent.pyz probe` lists them), --energy auto, or --energy none")
+    if sensor is None:
+        return None if eopts.sensor == "none" else _NoSensor(tried)  # type: ignore[return-value]
+    return energy.EnergyMeter(sensor, eopts, "auto" if eopts.sensor == "auto" else "--energy %s" % eopts.sensor,
+                              tried)
+
+
+class _NoSensor:
+    """--energy auto found nothing: reported as such, never faked."""
+
+    def __init__(self, tried: Dict[str, str]) -> None:
+        self.tried = tried
+
+
+def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_block: Dict[str, object], fmt: str,
+                  reference: Optional[Dict[str, Any]], runtime: LoadedRuntime, pinning: Dict[str, object],
+                  conditions: Dict[str, object], meter: Any) -> Dict[str, object]:
+    root = opts.sysfs_root
+    cooldown_info = None
+    if opts.cooldown_below is not None:
+        cooldown_info = state.cooldown(root, opts.cooldown_below, opts.cooldown_timeout)
+        conditions["cooldown"] = cooldown_info
+        if cooldown_info.get("start_c") is None:
+            warnings.append("--cooldown-below: no thermal zone under %s: no cool-down" % sysinfo.sys_path(root, "class/thermal"))
+    state_before = sysinfo.device_state(root)
+    run_load = state.OtherLoad().start()
 
     rss_before = memory.rss_kib()
     t0 = time.perf_counter_ns()
@@ -151,8 +235,37 @@ def run(opts: RunOptions) -> Dict[str, object]:
     def prepare(i: int) -> None:
         model.set_inputs(pool[i % len(pool)])
 
-    measured = timing.measure(model.invoke, prepare if len(pool) > 1 else None, opts.warmup, opts.runs,
-                              opts.min_seconds, opts.max_runs)
+    energy_meter = meter if isinstance(meter, energy.EnergyMeter) else None
+    min_seconds = opts.min_seconds
+    if energy_meter is not None:
+        min_seconds = max(min_seconds, energy_meter.min_seconds)
+    freq_monitor = state.FreqMonitor(root, pinning["affinity"])  # type: ignore[arg-type]
+    loop_load = state.OtherLoad()
+    other_load: Dict[str, Optional[float]] = {}
+
+    def between(per_call_s: Optional[float]) -> None:
+        if energy_meter is not None:
+            # idle baseline as long as the timed loop is expected to be (capped), the model loaded and idle
+            per_call = per_call_s if per_call_s is not None else first_ms / 1e3
+            seconds = min(max(min_seconds, opts.runs * per_call), energy.BASELINE_MAX_SECONDS)
+            idle_load = state.OtherLoad().start()
+            energy_meter.baseline(seconds)
+            other_load["idle baseline"] = idle_load.stop(MIN_LOAD_WINDOW_S)
+        freq_monitor.start()
+        loop_load.start()
+        if energy_meter is not None:
+            energy_meter.start()  # last: its first reading is right before the loop
+
+    try:
+        measured = timing.measure(model.invoke, prepare if len(pool) > 1 else None, opts.warmup, opts.runs,
+                                  min_seconds, opts.max_runs, between)
+    finally:
+        if energy_meter is not None:
+            energy_meter.stop()
+        freq_info = freq_monitor.stop()
+        other_load["timed loop"] = loop_load.stop(MIN_LOAD_WINDOW_S)
+        if other_load["timed loop"] is None:  # too short to count clock ticks: judge the whole run instead
+            other_load["run"] = run_load.stop(MIN_LOAD_WINDOW_S)
     samples = measured["samples_ms"]
     if measured["capped"]:
         warnings.append("stopped at --max-runs %d before --runs/--min-seconds were met" % opts.max_runs)
@@ -160,7 +273,7 @@ def run(opts: RunOptions) -> Dict[str, object]:
     latency: Dict[str, object] = {"init": _round_ms(init_ms), "first": _round_ms(first_ms)}
     latency.update({k: _round_ms(v) for k, v in stats.items()})
     latency.update({"count": len(samples), "warmup": opts.warmup, "runs_requested": opts.runs,
-                    "min_seconds": opts.min_seconds, "measure_seconds": round(measured["measure_seconds"], 6),
+                    "min_seconds": opts.min_seconds, "min_seconds_effective": min_seconds, "measure_seconds": round(measured["measure_seconds"], 6),
                     "clock": "time.perf_counter_ns around invoke()/run() only",
                     "samples": [_round_ms(v) for v in samples]})
 
@@ -177,7 +290,21 @@ def run(opts: RunOptions) -> Dict[str, object]:
     mem = memory.memory_block(rss_before, rss_after)
     device = sysinfo.device_facts()
     device["state_before"] = state_before
-    device["state_after"] = sysinfo.device_state()
+    device["state_after"] = sysinfo.device_state(root)
+
+    if energy_meter is not None:
+        energy_block = energy_meter.result(measured["measure_seconds"], len(samples))
+        warnings.extend("energy: " + w for w in energy_block["warnings"])  # type: ignore[union-attr]
+    elif meter is not None:
+        energy_block = energy.none_block("--energy auto found no sensor", meter.tried)
+    else:
+        energy_block = energy.none_block("not requested (--energy none)")
+
+    conditions["cpufreq_during"] = freq_info
+    conditions["other_load_cpus"] = other_load
+    reasons, notes = state.judge(state_before, device["state_after"], freq_info, other_load,  # type: ignore[arg-type]
+                                 opts.max_other_load, cooldown_info)
+    conditions["notes"] = notes
     return {
         "schema": SCHEMA,
         "agent_version": AGENT_VERSION,
@@ -192,6 +319,10 @@ def run(opts: RunOptions) -> Dict[str, object]:
         "inputs": inputs_block,
         "parity": parity_block,
         "device": device,
+        "energy": energy_block,
+        "conditions": conditions,
+        "valid": not reasons,
+        "invalid_reasons": reasons,
         "warnings": warnings,
     }
 

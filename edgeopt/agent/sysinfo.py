@@ -75,10 +75,7 @@ def affinity() -> Optional[List[int]]:
 
 def device_facts() -> Dict[str, object]:
     """What the device is. Cheap: no subprocess, only /proc, /etc and the platform module."""
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        load = None
+    load = loadavg()
     return {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
@@ -100,31 +97,88 @@ def _cpu_sort_key(path: str) -> int:
     return int(digits) if digits else -1
 
 
-def device_state(sys_root: str = "/sys") -> Dict[str, object]:
-    """How the device is right now: governor and clocks per CPU (kHz), thermal zones (millidegrees C),
-    load average and, on a Raspberry Pi, ``vcgencmd get_throttled``. Missing interfaces give empty values."""
-    cpus = []
-    for cpu_dir in sorted(glob.glob(os.path.join(sys_root, "devices/system/cpu/cpu[0-9]*")), key=_cpu_sort_key):
+def sys_path(root: str, *parts: str) -> str:
+    """``<root>/sys/<parts>``: every sysfs reader of the agent goes through this one setting (``--sysfs-root``,
+    default ``/``), so a test can point the agent at a tree laid out like the kernel's."""
+    return os.path.join(root or "/", "sys", *parts)
+
+
+def cpu_dirs(root: str = "/") -> List[str]:
+    return sorted(glob.glob(sys_path(root, "devices/system/cpu/cpu[0-9]*")), key=_cpu_sort_key)
+
+
+def cpufreq_state(root: str = "/", cpus: Optional[List[int]] = None) -> List[Dict[str, object]]:
+    """Per CPU with a ``cpufreq`` directory: governor, current and maximum clock (kHz), ``cpu_capacity``
+    (arm64 big.LITTLE; null elsewhere). ``cpus`` limits the list."""
+    rows = []
+    for cpu_dir in cpu_dirs(root):
+        cpu = _cpu_sort_key(cpu_dir)
         freq = os.path.join(cpu_dir, "cpufreq")
-        if not os.path.isdir(freq):
+        if (cpus is not None and cpu not in cpus) or not os.path.isdir(freq):
             continue
-        cpus.append({
-            "cpu": _cpu_sort_key(cpu_dir),
+        rows.append({
+            "cpu": cpu,
             "governor": _read(os.path.join(freq, "scaling_governor")),
             "cur_khz": _read_int(os.path.join(freq, "scaling_cur_freq")),
             "max_khz": _read_int(os.path.join(freq, "cpuinfo_max_freq")),
+            "scaling_max_khz": _read_int(os.path.join(freq, "scaling_max_freq")),
+            "capacity": _read_int(os.path.join(cpu_dir, "cpu_capacity")),
         })
+    return rows
+
+
+def thermal_state(root: str = "/") -> List[Dict[str, object]]:
+    """Thermal zones: ``temp`` is in millidegrees Celsius (``temp_mc``); ``temp_c`` is the same in degrees."""
     zones = []
-    for zone in sorted(glob.glob(os.path.join(sys_root, "class/thermal/thermal_zone*")), key=_cpu_sort_key):
+    for zone in sorted(glob.glob(sys_path(root, "class/thermal/thermal_zone*")), key=_cpu_sort_key):
         temp = _read_int(os.path.join(zone, "temp"))
         if temp is not None:
             zones.append({"zone": os.path.basename(zone), "type": _read(os.path.join(zone, "type")),
-                          "temp_mc": temp})
+                          "temp_mc": temp, "temp_c": round(temp / 1000.0, 3)})
+    return zones
+
+
+def hottest_c(root: str = "/") -> Optional[float]:
+    temps = [z["temp_c"] for z in thermal_state(root)]
+    return max(temps) if temps else None  # type: ignore[type-var]
+
+
+def loadavg() -> Optional[List[float]]:
     try:
-        load = [round(v, 2) for v in os.getloadavg()]
+        return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
-        load = None
-    return {"cpufreq": cpus, "thermal": zones, "loadavg": load, "throttled": _throttled()}
+        return None
+
+
+def device_state(root: str = "/") -> Dict[str, object]:
+    """How the device is right now: governor and clocks per CPU (kHz), thermal zones (m°C and °C),
+    load average and, on a Raspberry Pi, ``vcgencmd get_throttled`` (raw and decoded). Missing interfaces give
+    empty values. ``root``: the ``--sysfs-root`` (sysfs is read under ``<root>/sys``)."""
+    throttled = _throttled()
+    return {"cpufreq": cpufreq_state(root), "thermal": thermal_state(root), "loadavg": loadavg(),
+            "throttled": throttled, "throttled_flags": decode_throttled(throttled) if throttled else None}
+
+
+# vcgencmd get_throttled bits (Raspberry Pi firmware): 0-3 are "now", 16-19 "has occurred since boot" (sticky).
+THROTTLE_BITS = {
+    0: "under-voltage", 1: "arm-frequency-capped", 2: "throttled", 3: "soft-temperature-limit",
+    16: "under-voltage", 17: "arm-frequency-capped", 18: "throttled", 19: "soft-temperature-limit",
+}
+
+
+def decode_throttled(text: Optional[str]) -> Optional[Dict[str, object]]:
+    """``0x50005`` -> ``{"value": 327685, "now": ["under-voltage", "throttled"], "since_boot": [...],
+    "unknown_bits": []}``; None when the text is not a number."""
+    if text is None:
+        return None
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        return None
+    now = [THROTTLE_BITS[b] for b in (0, 1, 2, 3) if value >> b & 1]
+    since = [THROTTLE_BITS[b] for b in (16, 17, 18, 19) if value >> b & 1]
+    unknown = [b for b in range(value.bit_length()) if value >> b & 1 and b not in THROTTLE_BITS]
+    return {"value": value, "now": now, "since_boot": since, "unknown_bits": unknown}
 
 
 def _throttled() -> Optional[str]:
@@ -136,4 +190,6 @@ def _throttled() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     text = out.stdout.strip()
+    if out.returncode != 0:
+        return None
     return text.split("=", 1)[1] if "=" in text else (text or None)

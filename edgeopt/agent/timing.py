@@ -7,8 +7,9 @@ the clock starts (``prepare(i)``), and nothing after ``invoke()`` returns is tim
 from __future__ import annotations
 
 import math
+import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 _NS_PER_MS = 1_000_000.0
 
@@ -55,19 +56,26 @@ def time_call(fn: Callable[[], object]) -> float:
 
 
 def measure(invoke: Callable[[], object], prepare: Optional[Callable[[int], object]],
-            warmup: int, runs: int, min_seconds: float, max_runs: int) -> Dict[str, object]:
+            warmup: int, runs: int, min_seconds: float, max_runs: int,
+            between: Optional[Callable[[Optional[float]], object]] = None) -> Dict[str, object]:
     """Warm up, then time ``invoke`` until at least ``runs`` samples AND ``min_seconds`` of measuring
     have passed (whichever is later), never more than ``max_runs`` samples.
 
     ``prepare(i)`` (untimed) sets the inputs for call number i; None when the inputs never change.
+    ``between(seconds_per_call)`` runs after the warm-up and before the timed loop (the idle energy baseline,
+    starting the samplers); it gets the mean wall time of one warm-up call including ``prepare`` (None without
+    warm-up). ``start_ns``/``end_ns`` (``time.perf_counter_ns``) bound the timed loop.
     """
     perf = time.perf_counter_ns
     call = 0
+    w0 = perf()
     for _ in range(warmup):
         if prepare is not None:
             prepare(call)
         invoke()
         call += 1
+    if between is not None:
+        between((perf() - w0) / 1e9 / warmup if warmup else None)
 
     samples_ns: List[int] = []
     deadline_ns = int(min_seconds * 1e9)
@@ -85,7 +93,60 @@ def measure(invoke: Callable[[], object], prepare: Optional[Callable[[int], obje
         t1 = perf()
         samples_ns.append(t1 - t0)
         call += 1
-    measure_seconds = (perf() - start) / 1e9
+    end = perf()
+    measure_seconds = (end - start) / 1e9
     samples_ms = [ns / _NS_PER_MS for ns in samples_ns]
-    return {"samples_ms": samples_ms, "measure_seconds": measure_seconds,
+    return {"samples_ms": samples_ms, "measure_seconds": measure_seconds, "start_ns": start, "end_ns": end,
             "capped": len(samples_ns) >= max_runs and (len(samples_ns) < runs or measure_seconds < min_seconds)}
+
+
+class Periodic:
+    """Calls ``read()`` on a background thread about ``rate_hz`` times a second and keeps ``(t, value)`` pairs
+    (``t``: ``time.perf_counter()`` seconds, taken after the read returned).
+
+    Sleep-based (``Event.wait``): between reads the thread holds nothing, so the timed calls on the main thread
+    are not disturbed beyond one short read. ``start()`` and ``stop()`` each take one reading on the calling
+    thread, so the series brackets the measured interval. A read that raises is counted in ``errors``
+    (first message kept in ``first_error``) and skipped.
+    """
+
+    def __init__(self, read: Callable[[], Any], rate_hz: float, name: str = "edgeopt-sampler") -> None:
+        if not rate_hz > 0:
+            raise ValueError("rate_hz must be > 0")
+        self._read = read
+        self.period = 1.0 / rate_hz
+        self.samples: List[Tuple[float, Any]] = []
+        self.errors = 0
+        self.first_error: Optional[str] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def _take(self) -> None:
+        try:
+            value = self._read()
+        except Exception as exc:  # noqa: BLE001 - counted and reported by the caller
+            self.errors += 1
+            if self.first_error is None:
+                self.first_error = "%s: %s" % (type(exc).__name__, exc)
+            return
+        self.samples.append((time.perf_counter(), value))
+
+    def _loop(self) -> None:
+        next_t = time.perf_counter() + self.period
+        while not self._stop.wait(max(0.0, next_t - time.perf_counter())):
+            self._take()
+            next_t += self.period
+            now = time.perf_counter()
+            if next_t < now:  # a read slower than the period: do not try to catch up in a burst
+                next_t = now
+
+    def start(self) -> "Periodic":
+        self._take()
+        self._thread.start()
+        return self
+
+    def stop(self) -> List[Tuple[float, Any]]:
+        self._stop.set()
+        self._thread.join()
+        self._take()
+        return self.samples

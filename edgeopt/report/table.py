@@ -21,6 +21,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("peak_rss_kib", "peak RSS", "right"),
     ("top1_agreement", "parity top-1", "right"),
     ("accuracy", "accuracy", "right"),
+    ("energy_per_inference_j", "mJ/inf", "right"),
     ("status", "status", "left"),
 )
 
@@ -42,6 +43,8 @@ def result_row(doc: dict[str, Any]) -> dict[str, Any]:
     inputs_source = _get(agent, "inputs", "source")
     if error:
         status = f"FAILED ({error.get('kind', 'error')}): {error.get('message', '')}"
+    elif agent.get("valid") is False:  # measured, but under disturbed conditions (throttling, load, clocks)
+        status = "disturbed: " + "; ".join(agent.get("invalid_reasons") or ["conditions not met"])
     elif inputs_source == "random":
         status = "ok (random inputs)"
     else:
@@ -65,6 +68,9 @@ def result_row(doc: dict[str, Any]) -> dict[str, Any]:
         "inputs": inputs_source,
         "threads": _get(agent, "runtime", "threads"),
         "bytes_sent": _get(doc, "transfer", "total"),
+        "energy_per_inference_j": _get(agent, "energy", "energy_per_inference_j"),
+        "energy_sensor": _get(agent, "energy", "sensor"),
+        "conditions_valid": agent.get("valid"),
         "valid": bool(doc.get("valid")),
         "error": error,
         "status": status,
@@ -86,6 +92,8 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 1024:.1f} MiB"
     if key in ("top1_agreement", "accuracy"):
         return f"{value:.4f}"
+    if key == "energy_per_inference_j":
+        return f"{value * 1e3:.4g}"
     return str(value)
 
 
