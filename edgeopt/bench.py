@@ -88,6 +88,7 @@ class BenchOptions:
     connect_timeout: float | None = None
     agent_cache: Path | None = None  # host dir for the agent zipapp; default ~/.cache/edgeopt/agent
     command: str | None = None  # the command line, recorded with the run
+    agent_args: list[str] = field(default_factory=list)  # extra agent options (edgeopt ci: --max-other-load …)
 
     def check(self) -> None:
         if self.runs < 1:
@@ -474,6 +475,11 @@ def _agent_argv(plan: DevicePlan, ctx: _Context, agent_remote: str, job: Job, mo
         argv += ["--threads", str(threads)]
     if opts.affinity:
         argv += ["--affinity", opts.affinity]
+    argv += [str(a) for a in opts.agent_args]
+    if "--energy" not in opts.agent_args:  # the target's sensor setting (auto: the best the device has)
+        argv += ["--energy", plan.target.energy_sensor]
+        if plan.target.energy_command and "--energy-command" not in opts.agent_args:
+            argv += ["--energy-command", plan.target.energy_command]
     return argv
 
 
@@ -712,7 +718,22 @@ def _options_from_args(args: argparse.Namespace) -> BenchOptions:
         python=args.python, accept_new_host_key=args.accept_new_host_key, known_hosts=args.known_hosts,
         ssh_config=args.ssh_config, connect_timeout=args.connect_timeout,
         command=shlex.join(["edgeopt", *sys.argv[1:]]),
+        agent_args=_condition_args(args),
     )
+
+
+# agent options passed through as given: energy sensor and measuring conditions (docs/agent.md)
+_CONDITION_OPTIONS = ("energy", "energy_command", "energy_rate_hz", "energy_min_seconds", "sysfs_root", "pin",
+                      "governor", "cooldown_below", "cooldown_timeout", "max_other_load")
+
+
+def _condition_args(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for name in _CONDITION_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            out += ["--" + name.replace("_", "-"), str(value)]
+    return out
 
 
 def _print_failures(run: BenchRun) -> None:
@@ -780,6 +801,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report.table import render_runs, render_table, rows_json
     from .store import open_store as _open
 
+    if getattr(args, "compare", None) or getattr(args, "html", None) or getattr(args, "junit", None) \
+            or getattr(args, "summary", None):
+        from .ci import cmd_report_compare
+
+        return cmd_report_compare(args)
+
     with _open(args.results, args.store, create=False) as store:
         if args.list:
             runs = store.runs(limit=args.limit)
@@ -846,6 +873,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     how.add_argument("--affinity", metavar="CPUS", help="pin the agent to CPUs, e.g. 0,1 or 2-3")
     how.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                      help=f"kill an agent command after this many seconds (default {DEFAULT_TIMEOUT:g})")
+    cond = b.add_argument_group("energy and measuring conditions (passed to the agent)")
+    cond.add_argument("--energy", choices=["auto", "none", "rpi5-pmic", "hwmon", "rapl", "power-supply", "command"],
+                      help="energy sensor (default: the target's energy_sensor, usually auto)")
+    cond.add_argument("--energy-command", metavar="CMD", help="external meter: a command printing watts per call")
+    cond.add_argument("--energy-rate-hz", type=float, metavar="HZ", help="sensor sampling rate")
+    cond.add_argument("--energy-min-seconds", type=float, metavar="S", help="minimum timed loop with energy on")
+    cond.add_argument("--sysfs-root", metavar="DIR", help="root of /sys on the device (default /)")
+    cond.add_argument("--pin", choices=["fastest"], help="pin to the fastest cores (big.LITTLE)")
+    cond.add_argument("--governor", choices=["performance"], help="set this cpufreq governor when permitted "
+                      "(restored afterwards)")
+    cond.add_argument("--cooldown-below", type=float, metavar="C", help="wait until the hottest zone is below C")
+    cond.add_argument("--cooldown-timeout", type=float, metavar="S", help="wait at most S s for the cool-down")
+    cond.add_argument("--max-other-load", type=float, metavar="CPUS",
+                      help="mark the run invalid when other processes use more CPUs than this (default 0.5)")
     out = b.add_argument_group("output")
     out.add_argument("--results", default="results", metavar="DIR", help="results directory (default ./results)")
     out.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
@@ -861,4 +902,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     r.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
     r.add_argument("--json", action="store_true", help="machine-readable rows on stdout")
     r.add_argument("--full", action="store_true", help="with --json: include the full result documents")
+    # edgeopt ci's reports over stored runs (edgeopt/ci.py): the gate's verdict, HTML with plots, JUnit, Markdown
+    r.add_argument("--compare", nargs=2, metavar=("BASELINE", "CURRENT"),
+                   help="judge run CURRENT against BASELINE (run id, tag, latest-passing or a JSON export)")
+    r.add_argument("--html", type=Path, metavar="FILE", help="self-contained HTML report with plots")
+    r.add_argument("--junit", type=Path, metavar="FILE", help="JUnit XML of the comparison")
+    r.add_argument("--summary", type=Path, metavar="FILE", help="Markdown summary of the comparison")
+    r.add_argument("--lab", metavar="LAB.YAML", help="take the gates' thresholds from this lab")
     r.set_defaults(func=cmd_report)

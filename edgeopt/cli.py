@@ -157,6 +157,9 @@ def parser() -> argparse.ArgumentParser:
     from .bench import register as register_bench
 
     register_bench(sub)  # bench, report
+    from .ci import register as register_ci
+
+    register_ci(sub)  # ci
     return ap
 
 

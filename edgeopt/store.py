@@ -153,6 +153,42 @@ class Store:
                              (finished_at, status, json.dumps(doc), run_id))
         self._write_json(self.run_dir(run_id) / "run.json", doc)
 
+    def update_run(self, run_id: str, updates: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``updates`` into a run's document (e.g. ``edgeopt ci`` records its verdict); returns the doc."""
+        with self._lock, self._tx():
+            row = self._db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"unknown run {run_id}")
+            doc = json.loads(row["doc"])
+            doc.update(updates)
+            self._db.execute("UPDATE runs SET doc = ? WHERE run_id = ?", (json.dumps(doc), run_id))
+        self._write_json(self.run_dir(run_id) / "run.json", doc)
+        return doc
+
+    def tag_run(self, run_id: str, tag: str) -> None:
+        """Add ``tag`` (e.g. a branch name) to a run; :meth:`find_run` with that tag returns the newest run
+        carrying it, so a tag moves forward like a branch."""
+        doc = self.run(run_id)
+        tags = [t for t in doc.get("tags") or [] if t != tag] + [tag]
+        self.update_run(doc["run_id"], {"tags": tags})
+
+    def find_run(self, *, tag: str | None = None, passing: bool = False, exclude: str | None = None,
+                 limit: int = 5000) -> dict[str, Any] | None:
+        """The newest run with ``tag`` and/or (``passing``) a ``ci.verdict`` of ``pass``; None if there is none."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        for row in rows:
+            doc = json.loads(row["doc"])
+            if exclude and doc.get("run_id") == exclude:
+                continue
+            if tag is not None and tag not in (doc.get("tags") or []):
+                continue
+            if passing and (doc.get("ci") or {}).get("verdict") != "pass":
+                continue
+            return doc
+        return None
+
     # -- reading -------------------------------------------------------------------------------------------------
     def latest_run_id(self) -> str | None:
         with self._lock:
