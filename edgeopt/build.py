@@ -59,6 +59,7 @@ class BuildRequest:
     model: str | None = None  # None: the bundled example
     data: str | None = None
     eval: str | None = None
+    train: str | None = None  # training data for profiles with prune/distill/qat (the example brings its own)
     out: Path = Path("artifacts")
     force: bool = False
 
@@ -97,12 +98,16 @@ def formats_for(target: Target, profile: Profile, src_kind: str) -> tuple[list[s
 
 
 def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset | None,
-              evalset: Dataset | None) -> str:
+              evalset: Dataset | None, train: Dataset | None = None) -> str:
     facts = {
         "edgeopt": __version__, "model": src.sha256, "target": target.build_facts(), "profile": profile.build_facts(),
         "calibration": calib.sha256 if calib else None, "eval": evalset.sha256 if evalset else None,
         "tools": tool_versions(),
     }
+    if profile.needs_training:  # plain profiles keep their keys
+        from .train import transform_facts
+
+        facts["training"] = transform_facts(profile, train)
     if wants_firmware(target):
         facts["firmware_template"] = sha256_tree(FIRMWARE_TEMPLATE)
     return sha256_bytes(json.dumps(facts, sort_keys=True).encode())
@@ -128,6 +133,9 @@ def cached_manifest(directory: Path, key: str) -> dict[str, Any] | None:
     ref = manifest.get("reference")
     if ref:
         files.append((ref["file"], ref["sha256"]))
+    trained = (manifest.get("transform") or {}).get("model")
+    if trained:
+        files.append((trained["file"], trained["sha256"]))
     tflm = manifest.get("tflm")
     if tflm:
         files.extend((f"firmware/{name}", f["sha256"]) for name, f in tflm.get("files", {}).items())
@@ -155,13 +163,20 @@ class Pipeline:
         eval_spec = req.eval or ("example:eval" if example else None)
         calib = load_dataset(calib_spec) if calib_spec else None
         evalset = load_dataset(eval_spec) if eval_spec else None
+        train = None
+        if any(p.needs_training for p in req.profiles):
+            from .train import check_request
+
+            train_spec = req.train or ("example:train" if example else None)
+            check_request(req.profiles, src, train_spec)  # before any data is read or TensorFlow imported
+            train = load_dataset(train_spec) if train_spec else None
         results: list[BuildResult] = []
         todo: list[tuple[Profile, str]] = []
         for profile in req.profiles:
             if profile.needs_calibration and calib is None:
                 raise ConversionError(f"profile {profile.name} needs calibration data",
                                       "pass --data calib.npz (x: a few hundred representative inputs)")
-            key = build_key(src, req.target, profile, calib, evalset)
+            key = build_key(src, req.target, profile, calib, evalset, train if profile.needs_training else None)
             directory = req.out / req.target.name / profile.name
             hit = None if req.force else cached_manifest(directory, key)
             if hit is not None:
@@ -177,9 +192,11 @@ class Pipeline:
                                             min_samples=max(needed, default=1))
             if evalset is not None:
                 evalset = check_against_model(evalset, src.input_shape, src.input_dtype, "eval")
+            if train is not None and any(p.needs_training for p, _ in todo):
+                train = check_against_model(train, src.input_shape, src.input_dtype, "training")
             self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
             for profile, key in todo:
-                results.append(self._build_one(src, profile, key, calib, evalset))
+                results.append(self._build_one(src, profile, key, calib, evalset, train))
         return results
 
     # -------------------------------------------------------------------------------------------------------
@@ -204,7 +221,7 @@ class Pipeline:
         return x, None, "random"
 
     def _build_one(self, src: SourceModel, profile: Profile, key: str, calib: Dataset | None,
-                   evalset: Dataset | None) -> BuildResult:
+                   evalset: Dataset | None, train: Dataset | None = None) -> BuildResult:
         req, target = self.req, self.req.target
         t0 = time.perf_counter()
         fmts, skipped = formats_for(target, profile, src.kind)
@@ -230,6 +247,14 @@ class Pipeline:
 
         with staged_directory(final) as stage, tempfile.TemporaryDirectory(prefix="edgeopt-build-") as tmpdir:
             tmp = Path(tmpdir)
+            transform = None
+            teacher = src
+            if profile.needs_training:
+                from .train import run_transform
+
+                assert train is not None
+                src, transform = timed(profile.transforms[0], lambda: run_transform(
+                    teacher, profile, train, evalset, stage, self.rep.note))
             for fmt in fmts:
                 out = stage / f"model.{fmt}"
                 if fmt == "tflite":
@@ -240,7 +265,7 @@ class Pipeline:
                                                            static_batch=target.static_batch))
                 else:
                     self._onnx_chain(src, profile, out, tmp, calib_x, n_cal, timed)
-                artifacts.append(self._describe(out, fmt, src, evalset, reference))
+                artifacts.append(self._describe(out, fmt, teacher, evalset, reference, profile))
                 self.rep.artifact_done()
             tflm = None
             if wants_firmware(target) and "tflite" in fmts:
@@ -260,7 +285,7 @@ class Pipeline:
                 "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "build_seconds": round(time.perf_counter() - t0, 3),
                 "static_batch": target.static_batch,
-                "source": src.describe(),
+                "source": teacher.describe(),
                 "tools": tool_versions(),
                 "data": {"calibration": calib.describe() if calib else None,
                          "calibration_samples_used": n_cal,
@@ -273,6 +298,9 @@ class Pipeline:
             }
             if tflm is not None:
                 manifest["tflm"] = tflm
+            if transform is not None:
+                manifest["data"]["train"] = train.describe() if train is not None else None
+                manifest["transform"] = transform
             atomic_write_json(stage / MANIFEST, manifest)
         return BuildResult(target.name, profile.name, final, manifest, False, time.perf_counter() - t0, passes)
 
@@ -299,7 +327,8 @@ class Pipeline:
                   lambda: quantize_onnx(simplified, profile.onnx, out, calibration=calib_x, calibration_samples=n_cal))
 
     def _describe(self, path: Path, fmt: str, src: SourceModel, evalset: Dataset | None,
-                  reference: dict[str, np.ndarray]) -> dict[str, Any]:
+                  reference: dict[str, np.ndarray], profile: Profile | None = None) -> dict[str, Any]:
+        """``src`` is the model the user gave: metrics compare every artifact, transformed or not, with it."""
         from .evaluate import compare, run_artifact
 
         if fmt == "tflite":
@@ -317,8 +346,11 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
             raise ConversionError(f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
                                   ) from exc
+        from .train import compression_facts
+
         return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": sha256_file(path),
-                "bytes": path.stat().st_size, **info, "metrics": metrics}
+                "bytes": path.stat().st_size, **info, "metrics": metrics,
+                **compression_facts(path, fmt, profile)}
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

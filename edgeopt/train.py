@@ -1,0 +1,297 @@
+"""Shared by the training transforms (``convert/prune.py``, ``convert/distill.py``, ``convert/qat.py``).
+
+A transform takes the source Keras model (never modified: it works on a clone), training data and its options,
+and returns a new Keras model plus a JSON-able record of what it did (settings, per-epoch history, timings).
+Everything runs on Keras 3 (the same Keras the rest of the pipeline converts from): no legacy-Keras round trip.
+
+Determinism: ``keras.utils.set_random_seed(seed)`` seeds Python, NumPy and TensorFlow before the clone and the
+fit; fit shuffles with that seeded generator. On one machine and one TensorFlow build two runs give the same
+weights (asserted in tests/test_compress.py); across CPUs, thread counts or oneDNN settings float sums may differ
+in the last bits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import Training
+from .data import Dataset
+from .errors import DataError, ModelError
+
+Note = Callable[[str], None]
+
+
+@dataclass
+class TrainSet:
+    x: np.ndarray
+    y: np.ndarray
+    labels_from: str  # "data" | "teacher top-1"
+    spec: str
+
+
+def clone_with_weights(model: Any) -> Any:
+    """An independent copy of a Keras model (same architecture, same weights)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def output_kind(model: Any, x: np.ndarray, declared: str = "auto") -> str:
+    """``logits`` or ``probabilities``: the last layer's activation if it says, else the outputs on a batch."""
+    if declared != "auto":
+        return declared
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    name = getattr(act, "__name__", "") if act is not None else ""
+    if name == "softmax" or type(last).__name__ == "Softmax":
+        return "probabilities"
+    out = np.asarray(model(x[:64], training=False), dtype=np.float64)
+    if out.min() >= 0 and out.max() <= 1 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3):
+        return "probabilities"
+    return "logits"
+
+
+def check_classifier(model: Any, what: str) -> int:
+    """Training transforms handle single-output classifiers; returns the number of classes."""
+    shape = tuple(model.outputs[0].shape[1:])
+    if len(shape) != 1 or not shape[0] or shape[0] < 2:
+        raise ModelError(f"{what}: model output shape {shape} is not a class vector",
+                         "training transforms (prune/distill/qat) need a classifier with outputs (batch, classes)")
+    return int(shape[0])
+
+
+def training_set(data: Dataset, teacher: Any, opts: Training, note: Note) -> TrainSet:
+    """The samples to fine-tune on; without labels the source model's own top-1 answers stand in for them."""
+    x, y = data.x, data.y
+    if opts.max_samples is not None:
+        x = x[:opts.max_samples]
+        y = None if y is None else y[:opts.max_samples]
+    if len(x) < 2:
+        raise DataError(f"training data {data.spec}: {len(x)} sample(s); fine-tuning needs more",
+                        "give a training set (a few thousand samples is typical)")
+    if y is not None:
+        return TrainSet(x, y.astype(np.int64), "data", data.spec)
+    note(f"training data {data.spec} has no labels: using the source model's top-1 answers as labels")
+    y = predict(teacher, x).argmax(axis=1).astype(np.int64)
+    return TrainSet(x, y, "teacher top-1", data.spec)
+
+
+def predict(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)])
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(predict(model, x).argmax(axis=1) == y))
+
+
+class EpochLog:
+    """A Keras callback: one progress line per epoch (epoch, loss, accuracy, extras) and a JSON-able history."""
+
+    def __init__(self, label: str, epochs: int, note: Note, extra: Callable[[], dict[str, float]] | None = None
+                 ) -> None:
+        import keras
+
+        outer = self
+
+        class _CB(keras.callbacks.Callback):
+            def on_train_begin(self, logs: Any = None) -> None:
+                outer.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                outer.epoch_end(epoch, dict(logs or {}))
+
+        self.callback = _CB()
+        self.label, self.epochs, self.note, self.extra = label, epochs, note, extra
+        self.history: list[dict[str, float]] = []
+        self.t0 = time.perf_counter()
+
+    def epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        row: dict[str, float] = {"epoch": epoch + 1}
+        for k, v in logs.items():
+            try:
+                row[k] = round(float(v), 6)
+            except (TypeError, ValueError):
+                continue
+        if self.extra:
+            row.update({k: round(float(v), 6) for k, v in self.extra().items()})
+        row["seconds"] = round(time.perf_counter() - self.t0, 2)
+        self.history.append(row)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+        self.note(f"{self.label} epoch {epoch + 1}/{self.epochs}: {shown} ({row['seconds']:.0f} s)")
+
+
+def fit(model: Any, x: np.ndarray, y: np.ndarray, opts: Training, *, loss: Any, metrics: list[Any],
+        callbacks: list[Any], log: EpochLog, decay: bool = True) -> None:
+    """Adam (cosine decay over the run unless ``decay`` is off); shuffled each epoch by the seeded generator."""
+    import keras
+
+    steps = opts.epochs * steps_per_epoch(len(x), opts)
+    lr: Any = keras.optimizers.schedules.CosineDecay(opts.learning_rate, max(steps, 1)) if decay \
+        else opts.learning_rate
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=metrics)
+    model.fit(x, y, epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
+              validation_split=opts.validation_split, callbacks=[*callbacks, log.callback])
+
+
+def steps_per_epoch(n: int, opts: Training) -> int:
+    return int(np.ceil(n * (1 - opts.validation_split) / opts.batch_size))
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def params(model: Any) -> int:
+    return int(model.count_params())
+
+
+def batch_norm_layers(model: Any) -> list[Any]:
+    layers = model._flatten_layers(include_self=False, recursive=True) if hasattr(model, "_flatten_layers") \
+        else model.layers  # noqa: SLF001
+    return [layer for layer in layers if type(layer).__name__ in ("BatchNormalization", "SyncBatchNormalization")]
+
+
+def recalibrate_batch_norm(model: Any, x: np.ndarray, batch: int = 250, max_samples: int = 4000) -> int:
+    """Re-estimate BatchNorm moving statistics as exact averages over ``x`` at the final weights.
+
+    Fine-tuning for a few hundred steps leaves the exponential moving averages (momentum 0.99) behind weights
+    that changed (pruning) or were born during the run (a student): the model is right in training mode and wrong
+    in inference mode. One forward pass in training mode with momentum i/(i+1) on batch i gives the running mean
+    of the batch statistics instead. Returns the number of BatchNorm layers recalibrated.
+    """
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
+    if not layers:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    try:
+        for i, start in enumerate(range(0, min(len(x), max_samples), batch)):
+            for layer in layers:
+                layer.momentum = i / (i + 1.0)
+            model(x[start:start + batch], training=True)
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.momentum = m
+    return len(layers)
+
+
+# -- the pipeline's side (edgeopt/build.py): checks before any work, the cache key, the transform step --------
+TRANSFORM_FILE = "trained.keras"
+
+
+def student_path(profile: Any) -> Path | None:
+    """The distillation student file: as given (relative to the working directory), else next to the profile."""
+    if profile.distill is None or profile.distill.student is None:
+        return None
+    path = Path(profile.distill.student).expanduser()
+    if not path.is_absolute() and not path.exists() and profile.source_file:
+        beside = Path(profile.source_file).parent / path
+        if beside.exists():
+            return beside
+    return path
+
+
+def check_request(profiles: list[Any], src: Any, train_spec: str | None) -> None:
+    """Everything about a training profile that can be wrong, found before data is read or TensorFlow imported."""
+    from .errors import ConversionError
+    from .models import open_model
+
+    for profile in profiles:
+        if not profile.needs_training:
+            continue
+        what = f"profile {profile.name} ({profile.transforms[0]})"
+        if src.kind != "keras":
+            raise ConversionError(f"{what} fine-tunes the model, which needs a Keras model; {src.path} is a "
+                                  f"{src.kind} model", "give the .keras/.h5 file the model was saved as")
+        if train_spec is None:
+            raise DataError(f"{what} trains the model and no training data was given",
+                            "pass --train train.npz (x: inputs as the model takes them, y: class labels)")
+        student = student_path(profile)
+        if student is not None:
+            if not student.exists():
+                raise ModelError(f"{what}: distill.student {profile.distill.student}: no such file",
+                                 "give the path of a .keras student model (relative to the working directory or "
+                                 "the profile file)")
+            open_model(student)  # its format and that it is not empty
+
+
+def transform_facts(profile: Any, train: Dataset | None) -> dict[str, Any]:
+    """What a training profile's output depends on beyond the profile's own fields (which the key holds)."""
+    from .artifacts import sha256_tree
+
+    student = student_path(profile)
+    return {"train": train.sha256 if train is not None else None,
+            "student": sha256_tree(student) if student is not None and student.exists() else None,
+            "recipe": TRANSFORM_RECIPE}
+
+
+TRANSFORM_RECIPE = 1  # bump when a transform's algorithm changes what it produces
+
+
+def run_transform(src: Any, profile: Any, train: Dataset, evalset: Dataset | None, stage: Path, note: Note
+                  ) -> tuple[Any, dict[str, Any]]:
+    """Prune / distill / QAT the source Keras model; the result is saved as ``trained.keras`` in the artifact
+    directory and returned as a SourceModel for the conversion passes, with the manifest's ``transform`` record."""
+    from .artifacts import sha256_file
+    from .models import open_model
+
+    kind = profile.transforms[0]
+    teacher = src.load().keras_model
+    label = f"{profile.name}: "
+    say: Note = lambda message: note(label + message)  # noqa: E731
+    if kind == "prune":
+        from .convert.prune import prune_model
+
+        model, info = prune_model(teacher, train, profile.prune, seed=profile.seed, note=say, evalset=evalset)
+    elif kind == "distill":
+        from .convert.distill import distill_model
+
+        base = Path(profile.source_file).parent if profile.source_file else None
+        opts = profile.distill
+        student = student_path(profile)
+        if student is not None:
+            opts = opts.model_copy(update={"student": str(student)})
+        model, info = distill_model(teacher, train, opts, seed=profile.seed, note=say, evalset=evalset,
+                                    base_dir=base)
+    else:
+        from .convert.qat import qat_model
+
+        model, info = qat_model(teacher, train, profile.qat, seed=profile.seed, note=say, evalset=evalset)
+    out = stage / TRANSFORM_FILE
+    model.save(out)
+    info["model"] = {"file": TRANSFORM_FILE, "sha256": sha256_file(out), "bytes": out.stat().st_size}
+    info["train"] = train.describe()
+    trained = open_model(out)
+    trained.load()
+    return trained, info
+
+
+def compression_facts(path: Path, fmt: str, profile: Any = None) -> dict[str, Any]:
+    """Size after gzip -9 (what a download or an OTA update costs) and the zeros in the weight tensors."""
+    import gzip
+
+    data = Path(path).read_bytes()
+    facts: dict[str, Any] = {"bytes_gzip": len(gzip.compress(data, compresslevel=9, mtime=0))}
+    min_weights = profile.prune.min_weights if profile is not None and profile.prune is not None else 0
+    try:
+        if fmt == "tflite":
+            from .convert.prune import tflite_weight_sparsity
+
+            s = tflite_weight_sparsity(path, min_weights)
+            facts["weight_sparsity"] = {"zeros": s["zeros"], "weights": s["weights"], "sparsity": s["sparsity"],
+                                        "pruned_tensors": s["pruned"]}
+        else:
+            from .convert.prune import onnx_weight_sparsity
+
+            facts["weight_sparsity"] = onnx_weight_sparsity(path)
+    except Exception as exc:  # noqa: BLE001 - a fact we cannot read is reported, never fatal
+        facts["weight_sparsity"] = {"error": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}
+    return facts
