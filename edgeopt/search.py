@@ -279,6 +279,19 @@ def plot_pareto(result: SearchResult | dict[str, Any], path: Path) -> Path:
     return path
 
 
+def write_search_html(result: SearchResult, path: Path) -> Path:
+    """The search table and plot as one self-contained HTML file (written atomically)."""
+    import tempfile
+
+    from .artifacts import atomic_write_bytes
+    from .report.html import search_report_html
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-search-") as tmp:
+        png = plot_pareto(result, Path(tmp) / "pareto.png").read_bytes()
+    atomic_write_bytes(Path(path), search_report_html(result, png).encode())
+    return Path(path)
+
+
 # -- CLI hooks ----------------------------------------------------------------------------------------------
 def add_arguments(build_parser: argparse.ArgumentParser) -> None:
     """The ``edgeopt build`` options of the search (``--train`` is a plain build option, see build.py)."""
@@ -295,6 +308,7 @@ def add_arguments(build_parser: argparse.ArgumentParser) -> None:
     g.add_argument("--results", default="results", metavar="DIR", help="results directory for the search's "
                    "benchmark (default ./results)")
     g.add_argument("--plot", metavar="PNG", help="write the accuracy/latency/size plot here")
+    g.add_argument("--html", metavar="FILE", help="write the table and the plot as one self-contained HTML file")
 
 
 def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
@@ -306,6 +320,8 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
                         runs=args.search_runs, force=args.force, reporter=reporter)
     if args.plot:
         plot_pareto(result, Path(args.plot))
+    if getattr(args, "html", None):
+        write_search_html(result, Path(args.html))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -314,4 +330,6 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
         print_search(result, Console(highlight=False, width=200))
         if args.plot:
             print(f"plot: {args.plot}")
+        if getattr(args, "html", None):
+            print(f"report: {args.html}")
     return 0 if result.recommended else 1

@@ -99,3 +99,18 @@ def test_bad_search_options(searched: SearchResult, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as e:
             run_search("local", out=out, results=tmp_path, profiles=["int8"], objective="energy", runs=3, warmup=1)
         assert "no energy was measured" in e.value.one_line()
+
+
+def test_html_report_holds_the_table_and_the_plot(searched: SearchResult, tmp_path: Path) -> None:
+    import base64
+    import re
+
+    from edgeopt.search import write_search_html
+
+    page = write_search_html(searched, tmp_path / "search.html").read_text()
+    for row in searched.rows:
+        assert f"<td>{row['candidate']}</td>" in page
+    assert page.count("<td>yes</td>") == len(searched.front)
+    assert f"recommended: <b>{searched.recommended['candidate']}</b>" in page
+    (png,) = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")

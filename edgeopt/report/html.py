@@ -99,3 +99,38 @@ and a bootstrap CI of the median ratio, together with a minimum effect size
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) else "–"
+
+
+def search_report_html(result: Any, plot_png: bytes | None) -> str:
+    """`edgeopt build --search --html FILE`: the candidates table (Pareto front and recommendation marked) and
+    the accuracy-vs-latency plot, in one self-contained file."""
+    data = result.to_json()
+    best = (data.get("recommended") or {}).get("candidate")
+    head = ["candidate", data.get("metric", "accuracy"), "drop pp", "bytes", "gzip bytes", "sparsity", "p50 ms",
+            "mJ/inference", "Pareto front", ""]
+    rows = []
+    for r in sorted(data["rows"], key=lambda r: (not r["pareto"], r["candidate"])):
+        energy = r.get("energy_per_inference_j")
+        status = "recommended" if r["candidate"] == best else ("" if r.get("within_budget") else "over budget")
+        cells = [r["candidate"], _fmt(r["accuracy"]), _fmt(r["accuracy_drop_pp"]), f"{r['bytes']:,}",
+                 f"{r['bytes_gzip']:,}" if r.get("bytes_gzip") is not None else "–",
+                 f"{r['weight_sparsity']:.1%}" if r.get("weight_sparsity") is not None else "–",
+                 _fmt(r["latency_p50_ms"]), _fmt(energy * 1e3) if energy is not None else "–",
+                 "yes" if r["pareto"] else "", status]
+        css = "pass" if r["candidate"] == best else ""
+        rows.append(f'<tr class="{css}">' + "".join(
+            f'<td{"" if i in (0, 8, 9) else " class=num"}>{_e(c)}</td>' for i, c in enumerate(cells)) + "</tr>")
+    verdict = (f"recommended: <b>{_e(best)}</b> — {_e(data['recommended'].get('why', ''))}" if best
+               else "no candidate meets the accuracy budget")
+    notes = "".join(f"<li>{_e(n)}</li>" for n in data.get("notes") or [])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeopt search — {_e(data['target'])}"
+            f"</title><style>{CSS}</style></head><body>"
+            f"<h1>edgeopt search — target {_e(data['target'])}</h1>"
+            f"<p>objective <code>{_e(data['objective'])}</code>, accuracy budget "
+            f"{_e(data['max_accuracy_drop_pp'])} pp below the float model; benchmark run "
+            f"<code>{_e(data.get('bench_run_id') or '–')}</code></p><p>{verdict}</p>"
+            f"<table><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}</tr>{''.join(rows)}</table>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + _img(plot_png, "accuracy vs latency", "each candidate (marker area ~ bytes); the Pareto front joined, "
+                   "the recommendation circled")
+            + "</body></html>")
