@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,25 +29,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from edgeopt.bench import BenchOptions, bench  # noqa: E402
 from sshd import SshServer  # noqa: E402
+from _common import cpu_busy_seconds, example_artifacts  # noqa: E402
 
 GOAL_RATIO = 1.3
 
 
-def cpu_busy_seconds() -> float:
-    """CPU time spent by the whole machine (all processes: our client, every sshd, every agent) from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def artifacts(profiles: list[str]) -> Path:
-    """The example build for target local (``edgeopt build`` in a subprocess: it imports TensorFlow)."""
-    out = Path(os.environ.get("EDGEOPT_TEST_CACHE") or Path.home() / ".cache" / "edgeopt-test") / "bench" / \
-        "transfer-artifacts"
-    if not all((out / "local" / p / "manifest.json").is_file() for p in profiles):
-        subprocess.run([sys.executable, "-m", "edgeopt.cli", "build", "--target", "local", "--profile",
-                        ",".join(profiles), "--out", str(out), "--json"], check=True, stdout=subprocess.DEVNULL)
-    return out / "local"
+    return example_artifacts(profiles) / "local"
 
 
 def main() -> int:

@@ -41,12 +41,13 @@ from typing import Any, Iterable
 
 from . import __version__
 from .bench import (BenchOptions, DevicePlan, Job, SilentProgress, _base_doc, _Context, _error, _workdir,
-                    agent_zipapp, find_artifacts, new_run_id, open_transport, run_device, utc_now)
+                    _positive_int, agent_zipapp, find_artifacts, new_run_id, open_transport, run_device, utc_now)
 from .config import Target, apply_connection_overrides, load_target
 from .errors import ConfigError, EdgeoptError
 from .gate import (IMPROVED, PASS, REGRESSION, Check, LatencyGate, accuracy_drop, compare_latency,
                    relative_increase)
 from .lab import DeviceLock, Gates, Lab, load_lab
+from .report.table import _get
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -204,14 +205,6 @@ def invalid_reasons(doc: dict[str, Any]) -> list[str]:
 def usable(doc: dict[str, Any]) -> bool:
     """A result that can be compared: measured, valid for bench, valid for the agent, not superseded."""
     return bool(doc.get("valid")) and agent_valid(doc) and not (doc.get("ci") or {}).get("superseded")
-
-
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
 
 
 def samples(doc: dict[str, Any] | None) -> list[float]:
@@ -803,13 +796,6 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if result.tags:
         print(f"edgeopt ci: tagged run {result.run_id} as {', '.join(result.tags)}", file=sys.stderr)
     return result.exit_code
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
