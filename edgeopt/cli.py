@@ -63,19 +63,22 @@ class RichReporter:
 def _print_build(results: list[Any], console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title="edgeopt build", title_justify="left")
-    for col in ("target/profile", "file", "bytes", "accuracy", "top-1 agree", "max |diff|", "status"):
-        table.add_column(col, justify="right" if col in ("bytes",) else "left")
+    roots = sorted({str(r.directory.parent) for r in results})
+    table = Table(title="edgeopt build", title_justify="left",
+                  caption=f"artifacts in {', '.join(roots)}/<profile>/ (manifest.json, reference.npz)",
+                  caption_justify="left")
+    for col in ("profile", "format", "bytes", "accuracy", "top-1 agree", "max |diff|", "status"):
+        table.add_column(col, justify="left" if col in ("profile", "format", "status") else "right", no_wrap=True)
     for r in results:
         for a in r.manifest["artifacts"]:
             m = a.get("metrics") or {}
             acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
             agree = f"{m['top1_agreement']:.4f}" if m else "-"
             diff = f"{m['max_abs_diff']:.4f}" if m else "-"
-            table.add_row(f"{r.target}/{r.profile}", str(r.directory / a["file"]), f"{a['bytes']:,}", acc, agree,
-                          diff, "cached" if r.cached else f"built {r.seconds:.1f} s")
-        for s in r.manifest.get("skipped", []):
-            table.add_row(f"{r.target}/{r.profile}", f"({s['format']} skipped)", "", "", "", "", s["reason"])
+            table.add_row(r.profile, a["format"], f"{a['bytes']:,}", acc, agree, diff,
+                          "cached" if r.cached else f"built {r.seconds:.1f} s")
+        for sk in r.manifest.get("skipped", []):
+            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", f"skipped: {sk['reason']}")
     console.print(table)
 
 
@@ -104,7 +107,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
                          indent=2))
     else:
-        _print_build(results, _console(stderr=False))
+        from .bench import _stdout_console
+
+        _print_build(results, _stdout_console())
     return 0
 
 

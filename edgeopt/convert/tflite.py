@@ -13,6 +13,7 @@ from ..artifacts import atomic_write_bytes
 from ..config import TFLiteOptions
 from ..errors import ConversionError, QuantizationError
 from ..models import SourceModel
+from ..tf_env import native_stderr_silenced
 
 _OPS = {"builtins": "TFLITE_BUILTINS", "builtins_int8": "TFLITE_BUILTINS_INT8", "select_tf_ops": "SELECT_TF_OPS"}
 _NOT_BUILTIN = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -53,7 +54,8 @@ def convert_tflite(src: SourceModel, opts: TFLiteOptions, out: Path, *, calibrat
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         _configure(converter, tf, opts, calibration, calibration_samples)
         try:
-            flatbuffer = converter.convert()
+            with native_stderr_silenced():
+                flatbuffer = converter.convert()
         except Exception as exc:  # noqa: BLE001 - ConverterError and friends
             raise _explain(exc, opts) from exc
     if opts.require_full_integer:
