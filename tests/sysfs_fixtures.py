@@ -237,3 +237,13 @@ class PowerDriver(threading.Thread):
 
     def avg_power(self, t0: float, t1: float) -> float:
         return (self.energy_at(t1) - self.energy_at(t0)) / (t1 - t0)
+
+    def counter_at(self, t: float) -> float:
+        """What a cumulative counter file showed at ``t``: the value of the last update before ``t``. This driver
+        thread is not real-time (a loaded machine delays it by tens of ms), unlike a hardware counter, so a reader
+        of the file sees a stale value; the truth for a counter sensor is what the file held."""
+        i = bisect.bisect_right(self.log_t, t) - 1
+        return self.log_e[i] if i >= 0 else 0.0
+
+    def avg_counter_power(self, t0: float, t1: float) -> float:
+        return (self.counter_at(t1) - self.counter_at(t0)) / (t1 - t0)

@@ -92,8 +92,11 @@ def check_energy(doc: dict, driver: PowerDriver, sensor: str) -> dict:
     assert "error" not in doc, doc
     e = doc["energy"]
     assert e["sensor"] == sensor and "error" not in e, e
-    loop_w = driver.avg_power(*e["loop"]["window_monotonic"])
-    idle_w = driver.avg_power(*e["idle"]["window_monotonic"])
+    # a counter sensor (RAPL, a joule meter) sees the counter file as the driver last wrote it; a power sensor
+    # samples the instantaneous power
+    truth = driver.avg_counter_power if e["kind"] == "energy" else driver.avg_power
+    loop_w = truth(*e["loop"]["window_monotonic"])
+    idle_w = truth(*e["idle"]["window_monotonic"])
     assert loop_w > 2.0 and idle_w < 1.0  # the driver saw a busy loop and an idle baseline
     lat = doc["latency_ms"]
     per = lat["measure_seconds"] / lat["count"]
