@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from edgeopt.errors import RemoteError
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result
+from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks
 
 
 class LocalTransport:
@@ -59,6 +59,9 @@ class LocalTransport:
             proc.kill()
         proc.communicate()
 
+    def _count(self, n: int) -> None:
+        self.bytes_sent += n
+
     # -- files ---------------------------------------------------------------------------------------------
     def put(
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
@@ -67,22 +70,12 @@ class LocalTransport:
         total = local.stat().st_size
         if not 0 <= offset <= total:
             raise ValueError(f"offset {offset} outside 0..{total}")
-        sent = 0
         try:
             with open(local, "rb") as src, open(remote, "r+b" if offset else "wb") as dst:
                 src.seek(offset)
                 dst.seek(offset)
                 dst.truncate()
-                done = offset
-                if progress:
-                    progress(done, total)
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    sent += len(chunk)
-                    self.bytes_sent += len(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+                sent = copy_chunks(src, dst, offset, total, progress, self._count)
         except OSError as exc:
             raise RemoteError(f"cannot write {remote} on local: {exc.strerror or exc}") from exc
         return sent

@@ -45,7 +45,7 @@ from paramiko.ssh_exception import (
 )
 
 from edgeopt.errors import HostKeyError, RemoteError
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, quote_argv
+from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, quote_argv
 
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -622,6 +622,9 @@ class SSHTransport:
                     ) from exc
             return self._sftp
 
+    def _count(self, n: int) -> None:
+        self.bytes_sent += n
+
     def put(
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
     ) -> int:
@@ -630,7 +633,6 @@ class SSHTransport:
         if not 0 <= offset <= total:
             raise ValueError(f"offset {offset} outside 0..{total}")
         sftp = self._sftp_client()
-        sent = 0
         try:
             with open(local, "rb") as src, sftp.open(remote, "r+b" if offset else "wb") as dst:
                 dst.set_pipelined(True)
@@ -638,16 +640,7 @@ class SSHTransport:
                 if offset:
                     dst.truncate(offset)
                     dst.seek(offset)
-                done = offset
-                if progress:
-                    progress(done, total)
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-                    sent += len(chunk)
-                    self.bytes_sent += len(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
+                sent = copy_chunks(src, dst, offset, total, progress, self._count)
         except OSError as exc:
             if exc.errno is not None and self._alive():
                 raise RemoteError(

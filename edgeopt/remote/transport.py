@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, BinaryIO, Callable, Protocol, Sequence, runtime_checkable
 
 #: ``progress(done_bytes, total_bytes)``; called after each chunk of an upload (and once at the start).
 ProgressCallback = Callable[[int, int], None]
@@ -129,3 +129,21 @@ class Transport(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+def copy_chunks(src: BinaryIO, dst: Any, done: int, total: int, progress: ProgressCallback | None,
+                counted: Callable[[int], None]) -> int:
+    """Copy ``src`` to ``dst`` in CHUNK blocks from byte ``done`` on: ``counted(n)`` after each block is written
+    (a transport's ``bytes_sent``), ``progress(done, total)`` before the first and after each. Returns the bytes
+    copied."""
+    sent = 0
+    if progress:
+        progress(done, total)
+    while chunk := src.read(CHUNK):
+        dst.write(chunk)
+        sent += len(chunk)
+        counted(len(chunk))
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+    return sent
