@@ -7,7 +7,6 @@ what another test already pushed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -22,7 +21,8 @@ import pytest
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
 from edgeopt import bench as bench_mod
 from edgeopt.bench import ArtifactMissing, BenchOptions, bench
-from edgeopt.errors import ConfigError, EdgeoptError
+from edgeopt.cli import main, parser
+from edgeopt.errors import ConfigError
 from edgeopt.store import open_store
 from sshd import SshServer, free_port
 
@@ -140,21 +140,9 @@ def check_valid(doc: dict, built: Path) -> None:
     assert doc["transfer"]["total"] == sum(doc["transfer"][k] for k in ("agent", "model", "reference"))
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="edgeopt")
-    sub = ap.add_subparsers(dest="command", required=True)
-    bench_mod.register(sub)
-    return ap
-
-
-def cli(*argv: str) -> int:
-    """What edgeopt/cli.py does with a sub-command: parse, call, turn an EdgeoptError into one line + exit."""
-    args = parser().parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except EdgeoptError as exc:
-        print(f"edgeopt: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
+def cli(*argv: object) -> int:
+    """The real command line (edgeopt.cli.main): parse, call, one line + exit code on an EdgeoptError."""
+    return main([str(a) for a in argv])
 
 
 def lab_args(lab: Lab) -> list[str]:
@@ -425,7 +413,7 @@ def test_bad_options_fail_before_anything_runs(lab):
         bench(lab.options("no-such-target"))
     assert not lab.results.exists()
     with pytest.raises(SystemExit):
-        parser().parse_args(["bench", "--runs", "0"])
+        parser().parse_args(["bench", "--runs", "0"])  # edgeopt.cli.parser
 
 
 def test_parity_figures_match_a_host_recomputation(sshd, envs, lab, built):

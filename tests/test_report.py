@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from edgeopt import bench as bench_mod
 from edgeopt.bench import BenchOptions, bench
-from edgeopt.errors import EdgeoptError
+from edgeopt.cli import main
 from edgeopt.report import render_table, result_row
 from sshd import free_port
 
@@ -45,14 +42,8 @@ def stored(example_build, tmp_path_factory) -> dict:
 
 
 def cli(*argv: object) -> int:
-    ap = argparse.ArgumentParser(prog="edgeopt")
-    bench_mod.register(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except EdgeoptError as exc:
-        print(f"edgeopt: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
+    """The real command line (edgeopt.cli.main): parse, call, one line + exit code on an EdgeoptError."""
+    return main([str(a) for a in argv])
 
 
 def test_rows_carry_the_reported_figures(stored):

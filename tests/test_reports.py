@@ -5,20 +5,17 @@ base64 PNG <img> tags), and `edgeopt report --html --compare A B` over the store
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from edgeopt import bench as bench_mod
 from edgeopt import ci as ci_mod
 from edgeopt.ci import CIOptions, run_ci
-from edgeopt.errors import EdgeoptError
+from edgeopt.cli import main
 from test_ci import junit_counts, release_artifacts
 
 pytestmark = pytest.mark.slow
@@ -93,16 +90,8 @@ def test_json_export_is_a_baseline_file(runs, tmp_path):
 
 
 def cli(*argv: object) -> int:
-    ap = argparse.ArgumentParser(prog="edgeopt")
-    sub = ap.add_subparsers(dest="command", required=True)
-    bench_mod.register(sub)
-    ci_mod.register(sub)
-    args = ap.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except EdgeoptError as exc:
-        print(f"edgeopt: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
+    """The real command line (edgeopt.cli.main): parse, call, one line + exit code on an EdgeoptError."""
+    return main([str(a) for a in argv])
 
 
 def test_report_compare_two_stored_runs(runs, tmp_path, capsys):
