@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from edgeopt.errors import RemoteError
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks
+from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, upload_size
 
 
 class LocalTransport:
@@ -67,9 +67,7 @@ class LocalTransport:
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
     ) -> int:
         local = Path(local)
-        total = local.stat().st_size
-        if not 0 <= offset <= total:
-            raise ValueError(f"offset {offset} outside 0..{total}")
+        total = upload_size(local, offset)
         try:
             with open(local, "rb") as src, open(remote, "r+b" if offset else "wb") as dst:
                 src.seek(offset)

@@ -45,7 +45,7 @@ from paramiko.ssh_exception import (
 )
 
 from edgeopt.errors import HostKeyError, RemoteError
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, quote_argv
+from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, upload_size, quote_argv
 
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -629,9 +629,7 @@ class SSHTransport:
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
     ) -> int:
         local = Path(local)
-        total = local.stat().st_size
-        if not 0 <= offset <= total:
-            raise ValueError(f"offset {offset} outside 0..{total}")
+        total = upload_size(local, offset)
         sftp = self._sftp_client()
         try:
             with open(local, "rb") as src, sftp.open(remote, "r+b" if offset else "wb") as dst:

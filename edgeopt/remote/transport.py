@@ -131,6 +131,14 @@ class Transport(Protocol):
     ) -> None: ...
 
 
+def upload_size(local: Path, offset: int) -> int:
+    """The size of the file to upload; an ``offset`` (resume point) outside it is a programming error."""
+    total = Path(local).stat().st_size
+    if not 0 <= offset <= total:
+        raise ValueError(f"offset {offset} outside 0..{total}")
+    return total
+
+
 def copy_chunks(src: BinaryIO, dst: Any, done: int, total: int, progress: ProgressCallback | None,
                 counted: Callable[[int], None]) -> int:
     """Copy ``src`` to ``dst`` in CHUNK blocks from byte ``done`` on: ``counted(n)`` after each block is written
