@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgeopt.agent.package import build_zipapp  # noqa: E402 (host side: builds the zipapp)
+from edgeopt.bench.zipapp import build_zipapp  # noqa: E402 (host side: builds the zipapp)
 
 GOAL_OVERHEAD = 1.02
 

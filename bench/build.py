@@ -26,10 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeopt.agent.package import build_zipapp  # noqa: E402
-from edgeopt.build import BuildRequest, build  # noqa: E402
+from edgeopt.bench.zipapp import build_zipapp  # noqa: E402
+from edgeopt.build.pipeline import BuildRequest, build  # noqa: E402
 from edgeopt.config import load_profile, load_target  # noqa: E402
-from edgeopt.models import cache_dir  # noqa: E402
+from edgeopt.paths import cache_root  # noqa: E402
 
 
 def artifact(result, fmt):  # type: ignore[no-untyped-def]
@@ -44,8 +44,8 @@ def agent_p50(pyz: Path, path: Path, sha: str, runs: int, threads: int) -> float
 
 
 def mobilenet(tmp: Path) -> tuple[Path, Path]:
-    model_path = cache_dir() / "bench" / "mobilenetv2-224-random.keras"
-    calib_path = cache_dir() / "bench" / "mobilenetv2-calib32.npz"
+    model_path = cache_root() / "bench" / "mobilenetv2-224-random.keras"
+    calib_path = cache_root() / "bench" / "mobilenetv2-calib32.npz"
     if not model_path.is_file():
         from edgeopt.tf_env import quiet_tensorflow
 

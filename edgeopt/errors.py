@@ -5,6 +5,8 @@ The CLI turns an ``EdgeoptError`` into ``error: <message> — <hint>`` on stderr
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeoptError(Exception):
     """Base class: a problem the user can fix. ``hint`` says how."""
@@ -55,7 +57,46 @@ class HostKeyError(RemoteError):
     """The device's SSH host key is unknown or has changed."""
 
 
+class RemoteTimeout(RemoteError):
+    """A command on the device ran longer than its timeout and was killed (the link itself is fine)."""
+
+
+class LockTimeout(RemoteError):
+    """The device stayed locked by another job for longer than we may wait."""
+
+
 class AgentError(EdgeoptError):
     """The benchmark agent failed on the device (missing runtime, hash mismatch, crash)."""
 
     exit_code = 3
+
+
+class AgentFailed(AgentError):
+    """The agent command ran and reported failure. ``payload`` is its ``error`` object (if it printed one),
+    ``status`` its exit code (negative: killed by a signal), ``stderr`` the tail of its stderr."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        payload: dict[str, Any] | None = None,
+        status: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.payload = payload or {}
+        self.status = status
+        self.stderr = stderr
+
+
+class ArtifactMissing(EdgeoptError):
+    """The artifacts to benchmark are not built (or not completely)."""
+
+
+class BudgetError(EdgeoptError):
+    """The firmware does not fit the target's flash or RAM."""
+
+
+class StoreError(EdgeoptError):
+    """The results store cannot be opened or read."""

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 @pytest.fixture(scope="session")
 def example_model() -> Path:
-    from edgeopt.models import example_model_path
+    from edgeopt.inputs.model import example_model_path
 
     return example_model_path()
 
@@ -20,7 +20,7 @@ def example_model() -> Path:
 @pytest.fixture(scope="session")
 def example_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """All five standard profiles of the bundled example for the `local` target, built once."""
-    from edgeopt.build import BuildRequest, build
+    from edgeopt.build.pipeline import BuildRequest, build
     from edgeopt.config import load_profile, load_target
 
     out = tmp_path_factory.mktemp("example-build")
@@ -32,7 +32,7 @@ def example_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def example_eval():
-    from edgeopt.data import example_split
+    from edgeopt.inputs.data import example_split
 
     return example_split("eval")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgeopt.agent import memory, timing
-from edgeopt.agent.package import AGENT_DIR, ZIP_PACKAGE, agent_sha256, agent_sources, build_zipapp
+from edgeopt.bench.zipapp import AGENT_DIR, ZIP_PACKAGE, agent_sha256, agent_sources, build_zipapp
 
 ALLOWED_TOP_LEVEL = {"numpy"}  # besides the standard library; runtimes are imported by name (importlib)
 

@@ -20,10 +20,10 @@ import pytest
 
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
 from edgeopt import bench as bench_mod
-from edgeopt.bench import ArtifactMissing, BenchOptions, bench
-from edgeopt.cli import main, parser
+from edgeopt.bench.run import ArtifactMissing, BenchOptions, bench
+from edgeopt.cli.main import main, parser
 from edgeopt.errors import ConfigError
-from edgeopt.store import open_store
+from edgeopt.results.store import open_store
 from sshd import SshServer, free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]

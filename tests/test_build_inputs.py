@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.build import BuildRequest, build
+from edgeopt.build.pipeline import BuildRequest, build
 from edgeopt.config import load_profile, load_target
-from edgeopt.data import example_split
+from edgeopt.inputs.data import example_split
 
 pytestmark = pytest.mark.slow
 EDGEOPT = str(Path(sys.executable).with_name("edgeopt"))

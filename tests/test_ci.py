@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from device_envs import ensure_env
-from edgeopt.ci import EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, CIOptions, run_ci
-from edgeopt.store import open_store
+from edgeopt.ci.run import EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, CIOptions, run_ci
+from edgeopt.results.store import open_store
 from sshd import free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.build import BuildRequest, build, build_key
+from edgeopt.build.pipeline import BuildRequest, build, build_key
 from edgeopt.config import load_profile, load_target
 from edgeopt.errors import ConfigError, ConversionError, DataError, EdgeoptError
-from edgeopt.evaluate import run_tflite
+from edgeopt.analyze.evaluate import run_tflite
 
 pytestmark = pytest.mark.slow
 PROFILES = ["int8", "pruned-int8", "distilled-int8", "qat-int8"]
@@ -160,8 +160,8 @@ def test_progress_manifest_and_cache(compressed, tmp_path_factory) -> None:
 
 
 def test_build_key_holds_training_inputs(example_model) -> None:
-    from edgeopt.data import example_split
-    from edgeopt.models import open_model
+    from edgeopt.inputs.data import example_split
+    from edgeopt.inputs.model import open_model
 
     src = open_model(example_model)
     tgt = load_target("local")
@@ -180,8 +180,8 @@ def test_build_key_holds_training_inputs(example_model) -> None:
 
 def test_pruning_is_deterministic_for_a_seed(example_model) -> None:
     from edgeopt.convert.prune import prune_model
-    from edgeopt.data import example_split
-    from edgeopt.models import open_model
+    from edgeopt.inputs.data import example_split
+    from edgeopt.inputs.model import open_model
 
     teacher = open_model(example_model).load().keras_model
     opts = load_profile("pruned-int8").prune.model_copy(update={"epochs": 1, "max_samples": 384, "batch_size": 64})
@@ -241,7 +241,7 @@ def test_training_profile_needs_a_keras_model(tmp_path: Path) -> None:
 
 
 def test_student_larger_than_teacher_is_refused(example_model, tmp_path: Path) -> None:
-    from edgeopt.models import build_example_architecture
+    from edgeopt.inputs.model import build_example_architecture
 
     big = tmp_path / "big.keras"
     build_example_architecture(width=24).save(big)

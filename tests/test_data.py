@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.data import check_against_model, example_split, load_dataset
+from edgeopt.inputs.data import check_against_model, example_split, load_dataset
 from edgeopt.errors import DataError
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from agent_models import AgentModels, ensure_agent_models, sha256_file
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
-from edgeopt.agent.package import build_zipapp
+from edgeopt.bench.zipapp import build_zipapp
 from sysfs_fixtures import PowerDriver, SysfsTree, write
 
 pytestmark = pytest.mark.slow

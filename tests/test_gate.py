@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ci import ERROR, INVALID, NEW, evaluate
-from edgeopt.gate import (IMPROVED, PASS, REGRESSION, SKIPPED, LatencyGate, accuracy_drop, bootstrap_median_ratio,
+from edgeopt.ci.run import ERROR, INVALID, NEW, evaluate
+from edgeopt.ci.gate import (IMPROVED, PASS, REGRESSION, SKIPPED, LatencyGate, accuracy_drop, bootstrap_median_ratio,
                           compare_latency, mann_whitney_u, relative_increase)
-from edgeopt.lab import Gates
+from edgeopt.config.lab import Gates
 from edgeopt.report.plots import pareto_front
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import ConfigError
-from edgeopt.lab import DeviceLock, LockTimeout, load_lab
+from edgeopt.config.lab import DeviceLock, LockTimeout, load_lab
 from edgeopt.remote.local import LocalTransport
 
 LAB = """

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from edgeopt import ci as ci_mod
-from edgeopt.ci import CIOptions, run_ci
-from edgeopt.cli import main
+from edgeopt.ci.run import CIOptions, run_ci
+from edgeopt.cli.main import main
 from test_ci import junit_counts, release_artifacts
 
 pytestmark = pytest.mark.slow

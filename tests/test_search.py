@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import ConfigError
-from edgeopt.search import SearchResult, pareto, plot_pareto, recommend, run_search
+from edgeopt.build.search import SearchResult, pareto, plot_pareto, recommend, run_search
 from test_compress import PROFILES, build_compression
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_html_report_holds_the_table_and_the_plot(searched: SearchResult, tmp_pa
     import base64
     import re
 
-    from edgeopt.search import write_search_html
+    from edgeopt.build.search import write_search_html
 
     page = write_search_html(searched, tmp_path / "search.html").read_text()
     for row in searched.rows:

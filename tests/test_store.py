@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.store import SCHEMA_VERSION, Store, StoreError, open_store, safe_name
+from edgeopt.results.store import SCHEMA_VERSION, Store, StoreError, open_store, safe_name
 
 
 def result(run_id: str, n: int, *, target: str = "rpi4", profile: str | None = "int8", valid: bool = True,

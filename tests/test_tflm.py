@@ -29,7 +29,7 @@ ARM_GXX = shutil.which("arm-none-eabi-g++")
 @pytest.fixture(scope="module")
 def bundle(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The example, int8 for cortex-m7 through `edgeopt build`, then build_firmware() into fw/."""
-    from edgeopt.build import BuildRequest, build
+    from edgeopt.build.pipeline import BuildRequest, build
     from edgeopt.config import load_profile
 
     tmp = tmp_path_factory.mktemp("tflm")

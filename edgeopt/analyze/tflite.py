@@ -16,7 +16,7 @@ def interpreter(model: bytes | str, threads: int = 1) -> Any:
     return Interpreter(model_path=model, num_threads=threads)
 
 
-def _io(detail: dict[str, Any]) -> dict[str, Any]:
+def tensor_io(detail: dict[str, Any]) -> dict[str, Any]:
     q = detail.get("quantization_parameters") or {}
     scales = np.asarray(q.get("scales", []), dtype=np.float64)
     quant = None
@@ -59,8 +59,8 @@ def inspect(model: bytes | str) -> dict[str, Any]:
             if i >= 0 and i not in produced and i not in graph_inputs and i in tensors:
                 params += int(np.prod(tensors[i]["shape"])) if len(tensors[i]["shape"]) else 1
     return {
-        "inputs": [_io(d) for d in it.get_input_details()],
-        "outputs": [_io(d) for d in it.get_output_details()],
+        "inputs": [tensor_io(d) for d in it.get_input_details()],
+        "outputs": [tensor_io(d) for d in it.get_output_details()],
         "ops": dict(sorted(Counter(op["op_name"] for op in ops).items())),
         "params": params,
     }

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DistillOptions
-from ..data import Dataset
-from ..errors import ConfigError, ModelError
-from ..train import (EpochLog, Note, accuracy, check_classifier, fit, output_kind, params, predict,
+from edgeopt.config import DistillOptions
+from edgeopt.inputs.data import Dataset
+from edgeopt.errors import ConfigError, ModelError
+from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, fit, output_kind, params, predict,
                      recalibrate_batch_norm, seed_everything, training_set)
 
 WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Conv2DTranspose": "filters",
@@ -55,7 +55,7 @@ def narrow(teacher: Any, width_multiplier: float, min_units: int = 4) -> Any:
 
 
 def load_student(path: str, teacher: Any) -> Any:
-    from ..models import open_model
+    from edgeopt.inputs.model import open_model
 
     src = open_model(path)
     if src.kind != "keras":

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import atomic_write_bytes
-from ..errors import ConversionError
-from ..models import SourceModel
+from edgeopt.artifacts.files import atomic_write_bytes
+from edgeopt.errors import ConversionError
+from edgeopt.inputs.model import SourceModel
 
 OPSET = 17
 
 
 def export_onnx(src: SourceModel, out: Path, *, static_batch: bool, opset: int = OPSET) -> Path:
-    from ..tf_env import quiet_tensorflow
+    from edgeopt.tf_env import quiet_tensorflow
 
     tf = quiet_tensorflow()
     import tf2onnx

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import atomic_write_bytes
-from ..config import ONNXOptions
-from ..errors import ConversionError
+from edgeopt.artifacts.files import atomic_write_bytes
+from edgeopt.config import ONNXOptions
+from edgeopt.errors import ConversionError
 
 
 class _Reader:

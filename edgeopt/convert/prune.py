@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PruneOptions
-from ..data import Dataset
-from ..train import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
+from edgeopt.config import PruneOptions
+from edgeopt.inputs.data import Dataset
+from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
                      recalibrate_batch_norm, seed_everything, steps_per_epoch, training_set)
 
 KINDS = {"Conv1D": "conv", "Conv2D": "conv", "Conv3D": "conv", "Conv2DTranspose": "conv",
@@ -160,69 +160,7 @@ def prune_model(teacher: Any, data: Dataset, opts: PruneOptions, *, seed: int, n
 
 
 def raise_no_kernels(opts: PruneOptions) -> None:
-    from ..errors import ConfigError
+    from edgeopt.errors import ConfigError
 
     raise ConfigError(f"prune: the model has no {'/'.join(opts.layers)} kernel with at least "
                       f"{opts.min_weights} weights to prune", "check prune.layers and prune.min_weights")
-
-
-# -- sparsity of converted models ---------------------------------------------------------------------------
-WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1, "CONV_3D": 1}
-
-
-def tflite_weight_sparsity(path: Any, min_weights: int = 0) -> dict[str, Any]:
-    """Zero elements in the constant weight tensors (input 1) of the conv/FC ops of a .tflite file, as stored
-    (int8 for quantised models: a zero there is a zero weight, whatever the scale). ``pruned`` counts only the
-    tensors with at least ``min_weights`` elements (the ones a profile with that ``min_weights`` prunes)."""
-    from ..analyze.tflite import interpreter
-
-    it = interpreter(str(path))
-    it.allocate_tensors()
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    produced = {i for op in it._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
-    zeros = total = 0
-    rows = []
-    seen: set[int] = set()
-    for op in it._get_ops_details():  # noqa: SLF001
-        slot = WEIGHT_OPS.get(op["op_name"])
-        if slot is None or len(op["inputs"]) <= slot:
-            continue
-        idx = op["inputs"][slot]
-        if idx < 0 or idx in produced or idx in seen or idx not in tensors:
-            continue
-        seen.add(idx)
-        w = it.get_tensor(idx)
-        z = int(np.sum(w == 0))
-        zeros, total = zeros + z, total + w.size
-        rows.append({"op": op["op_name"], "tensor": tensors[idx]["name"], "dtype": np.dtype(w.dtype).name,
-                     "weights": int(w.size), "zeros": z})
-    big = [r for r in rows if r["weights"] >= max(min_weights, 2)]
-    pz, pt = sum(r["zeros"] for r in big), sum(r["weights"] for r in big)
-    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0,
-            "pruned": {"min_weights": min_weights, "zeros": pz, "weights": pt,
-                       "sparsity": round(pz / pt, 6) if pt else 0.0},
-            "tensors": rows}
-
-
-def onnx_weight_sparsity(path: Any) -> dict[str, Any]:
-    """Zero elements in the weight initializers (2-D and up) feeding Conv/MatMul/Gemm (directly or through a
-    DequantizeLinear) of an ONNX model."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path))
-    inits = {i.name: i for i in proto.graph.initializer}
-    deq = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
-    names = []
-    for n in proto.graph.node:
-        if n.op_type in ("Conv", "MatMul", "Gemm", "ConvTranspose", "QLinearConv", "QLinearMatMul"):
-            for name in n.input:
-                names.append(deq.get(name, name))
-    zeros = total = 0
-    for name in dict.fromkeys(names):
-        init = inits.get(name)
-        if init is None or len(init.dims) < 2:
-            continue
-        w = numpy_helper.to_array(init)
-        zeros, total = zeros + int(np.sum(w == 0)), total + int(w.size)
-    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0}

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import QATOptions
-from ..data import Dataset
-from ..train import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
+from edgeopt.config import QATOptions
+from edgeopt.inputs.data import Dataset
+from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
                      seed_everything, training_set)
 
 QUANTISED = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense")

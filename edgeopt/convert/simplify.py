@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import atomic_write_bytes
-from ..errors import ConversionError
+from edgeopt.artifacts.files import atomic_write_bytes
+from edgeopt.errors import ConversionError
 
 
 def simplify_onnx(src: Path, out: Path, *, static_batch: bool, input_shape: tuple[int | None, ...] | None = None,

@@ -9,11 +9,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..artifacts import atomic_write_bytes
-from ..config import TFLiteOptions
-from ..errors import ConversionError, QuantizationError
-from ..models import SourceModel
-from ..tf_env import native_stderr_silenced
+from edgeopt.artifacts.files import atomic_write_bytes
+from edgeopt.config import TFLiteOptions
+from edgeopt.errors import ConversionError, QuantizationError
+from edgeopt.inputs.model import SourceModel
+from edgeopt.tf_env import native_stderr_silenced
 
 _OPS = {"builtins": "TFLITE_BUILTINS", "builtins_int8": "TFLITE_BUILTINS_INT8", "select_tf_ops": "SELECT_TF_OPS"}
 _NOT_BUILTIN = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
@@ -45,7 +45,7 @@ def representative(x: np.ndarray, samples: int) -> Iterator[list[np.ndarray]]:
 
 def convert_tflite(src: SourceModel, opts: TFLiteOptions, out: Path, *, calibration: np.ndarray | None,
                    calibration_samples: int, static_batch: bool) -> Path:
-    from ..tf_env import quiet_tensorflow
+    from edgeopt.tf_env import quiet_tensorflow
 
     tf = quiet_tensorflow()
     src.load()
@@ -101,7 +101,7 @@ def _explain(exc: Exception, opts: TFLiteOptions) -> ConversionError:
 
 def float_ops_in(flatbuffer: bytes) -> list[str]:
     """Ops (other than the QUANTIZE/DEQUANTIZE at the edges) that compute on float tensors."""
-    from ..analyze.tflite import op_tensor_dtypes
+    from edgeopt.analyze.tflite import op_tensor_dtypes
 
     names = set()
     for op_name, in_types, out_types in op_tensor_dtypes(flatbuffer):

@@ -34,13 +34,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .. import __version__
-from ..analyze import memory_plan
-from ..artifacts import atomic_write_bytes, sha256_bytes
-from ..config import PROJECT_ROOT, Target
-from ..errors import ConversionError, EdgeoptError, QuantizationError
+from edgeopt import __version__
+from edgeopt.analyze import memory_plan
+from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes
+from edgeopt.config import Target
+from edgeopt.paths import shipped
+from edgeopt.errors import BudgetError, ConversionError, EdgeoptError, QuantizationError
 
-TEMPLATE_DIR = PROJECT_ROOT / "firmware" / "tflm"
+TEMPLATE_DIR = shipped("firmware") / "tflm"
 STUB_DIR = TEMPLATE_DIR / "stubs"
 FILES = ("model_data.h", "model_data.cc", "op_resolver.h", "main.cc", "README.md", "manifest.json")
 
@@ -89,10 +90,6 @@ RESOLVER_METHODS: dict[str, str] = {
 }
 
 _CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
-
-
-class BudgetError(EdgeoptError):
-    """The firmware does not fit the target's flash or RAM."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -275,7 +272,7 @@ def margin_for(exact: int) -> int:
 
 
 def _io_details(graph: memory_plan.Graph, model: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ..analyze.tflite import _io, interpreter
+    from edgeopt.analyze.tflite import interpreter, tensor_io
 
     it = interpreter(model)
     ins, outs = it.get_input_details(), it.get_output_details()
@@ -283,11 +280,11 @@ def _io_details(graph: memory_plan.Graph, model: bytes) -> tuple[dict[str, Any],
         raise ConversionError(f"the TFLM harness handles models with one input and one output; this one has "
                               f"{len(ins)} inputs and {len(outs)} outputs",
                               "export a single-input, single-output model for the microcontroller build")
-    return _io(ins[0]), _io(outs[0])
+    return tensor_io(ins[0]), tensor_io(outs[0])
 
 
 def _quantize(x: np.ndarray, io: dict[str, Any]) -> np.ndarray:
-    from ..evaluate import quantize
+    from edgeopt.analyze.evaluate import quantize
 
     shape = io["shape"]
     arr = np.asarray(x)
@@ -335,7 +332,7 @@ def _io_desc(io: dict[str, Any]) -> str:
 def parity(model: bytes, arena: int, inputs: np.ndarray, in_io: dict[str, Any], out_io: dict[str, Any]
            ) -> dict[str, Any]:
     """TFLM vs LiteRT on the same model and inputs. Integer outputs: in quantisation steps (goal: <= 1)."""
-    from ..analyze.tflite import interpreter
+    from edgeopt.analyze.tflite import interpreter
 
     xq = np.stack([_quantize(x, in_io) for x in inputs])
     tflm_out, _ = run_tflm(model, arena, xq)

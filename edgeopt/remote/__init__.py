@@ -4,16 +4,14 @@
 Import :mod:`edgeopt.remote.ssh` explicitly for SSH (it imports paramiko)."""
 
 from edgeopt.remote.local import LocalTransport
-from edgeopt.remote.session import AgentFailed, DeviceSession, sha256_file
+from edgeopt.remote.session import DeviceSession
 from edgeopt.remote.transport import ProgressCallback, Result, Transport, quote_argv
 
 __all__ = [
-    "AgentFailed",
     "DeviceSession",
     "LocalTransport",
     "ProgressCallback",
     "Result",
     "Transport",
     "quote_argv",
-    "sha256_file",
 ]

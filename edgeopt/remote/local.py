@@ -42,7 +42,7 @@ class LocalTransport:
             out, err = proc.communicate(input=stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             self._kill(proc)
-            raise RemoteError(
+            raise RemoteTimeout(
                 f"command {argv[0]!r} on local timed out after {timeout:g} s",
                 "raise the command timeout or check why it hangs",
             ) from None

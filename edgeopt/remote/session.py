@@ -14,14 +14,14 @@ Hashing on the device uses its Python (configurable: a target's ``python: /path/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import signal
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import AgentError, RemoteError
+from edgeopt.artifacts.files import sha256_file
+from edgeopt.errors import AgentError, AgentFailed, RemoteError
 from edgeopt.remote.transport import CHUNK, ProgressCallback, Transport
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -40,33 +40,6 @@ REMOTE_SHA256_CODE = (
     "        h.update(block)\n"
     "print(h.hexdigest())\n"
 )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK * 4):
-            h.update(block)
-    return h.hexdigest()
-
-
-class AgentFailed(AgentError):
-    """The command ran and reported failure. ``payload`` is its ``error`` object (if it printed one),
-    ``status`` its exit code (negative: killed by a signal), ``stderr`` the tail of its stderr."""
-
-    def __init__(
-        self,
-        message: str,
-        hint: str | None = None,
-        *,
-        payload: dict[str, Any] | None = None,
-        status: int | None = None,
-        stderr: str = "",
-    ) -> None:
-        super().__init__(message, hint)
-        self.payload = payload or {}
-        self.status = status
-        self.stderr = stderr
 
 
 class DeviceSession:

@@ -44,7 +44,7 @@ from paramiko.ssh_exception import (
     SSHException,
 )
 
-from edgeopt.errors import HostKeyError, RemoteError
+from edgeopt.errors import HostKeyError, RemoteError, RemoteTimeout
 from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, upload_size, quote_argv
 
 DEFAULT_SSH_CONFIG = "~/.ssh/config"
@@ -571,7 +571,7 @@ class SSHTransport:
                     raise EOFError("transport closed")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise RemoteError(
+                    raise RemoteTimeout(
                         f"command {name!r} on {self.description} timed out after {limit:g} s (killed)",
                         "raise the command timeout or check why it hangs on the device",
                     )

@@ -7,7 +7,7 @@ import base64
 import html
 from typing import Any
 
-from . import plots
+from edgeopt.report import plots
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#212121;max-width:1200px}
@@ -35,7 +35,7 @@ def _img(png: bytes | None, alt: str, caption: str) -> str:
 
 
 def html_report(result: Any) -> str:
-    from ..ci import _get
+    from edgeopt.ci.run import _get
 
     verdict = result.verdict
     gates = result.gates if isinstance(result.gates, dict) else {}

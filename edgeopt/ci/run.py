@@ -39,16 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
-from .bench import (BenchOptions, DevicePlan, Job, SilentProgress, _base_doc, _Context, _error, _workdir,
+from edgeopt import __version__
+from edgeopt.bench.run import (BenchOptions, DevicePlan, Job, SilentProgress, _base_doc, _Context, _error, _workdir,
                     _positive_int, agent_zipapp, find_artifacts, new_run_id, open_transport, run_device, utc_now)
-from .config import Target, apply_connection_overrides, load_target
-from .errors import ConfigError, EdgeoptError
-from .gate import (IMPROVED, PASS, REGRESSION, Check, LatencyGate, accuracy_drop, compare_latency,
+from edgeopt.config import Target, apply_connection_overrides, load_target
+from edgeopt.errors import ConfigError, EdgeoptError
+from edgeopt.ci.gate import (IMPROVED, PASS, REGRESSION, Check, LatencyGate, accuracy_drop, compare_latency,
                    relative_increase)
-from .lab import DeviceLock, Gates, Lab, load_lab
-from .report.table import _get
-from .store import Store, open_store
+from edgeopt.config.lab import DeviceLock, Gates, Lab, load_lab
+from edgeopt.report.table import _get
+from edgeopt.results.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -411,9 +411,9 @@ def _load_device_target(lab: Lab, name: str) -> Target:
 
 def plan_lab(lab: Lab, opts: CIOptions, progress: Any = None) -> list[CellPlan]:
     """Targets, builds and jobs for every device (raises ConfigError/ArtifactMissing before anything runs)."""
-    from .build import BuildRequest, build
-    from .config import load_profile
-    from .remote.ssh import ConnectionSpec
+    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.config import load_profile
+    from edgeopt.remote.ssh import ConnectionSpec
 
     kinds: dict[str, Target] = {}
     for device in lab.devices:
@@ -714,7 +714,7 @@ def run_ci(opts: CIOptions, progress: LineProgress | SilentProgress | None = Non
 
 
 def write_reports(result: CIResult, opts: Any) -> None:
-    from .artifacts import atomic_write_bytes
+    from edgeopt.artifacts.files import atomic_write_bytes
 
     def write(path: Path | None, text: str) -> None:
         if path is not None:
@@ -722,15 +722,15 @@ def write_reports(result: CIResult, opts: Any) -> None:
             atomic_write_bytes(Path(path), text.encode("utf-8"))
 
     if getattr(opts, "junit", None):
-        from .report.junit import junit_xml
+        from edgeopt.report.junit import junit_xml
 
         write(opts.junit, junit_xml(result))
     if getattr(opts, "summary", None):
-        from .report.markdown import markdown_summary
+        from edgeopt.report.markdown import markdown_summary
 
         write(opts.summary, markdown_summary(result))
     if getattr(opts, "html", None):
-        from .report.html import html_report
+        from edgeopt.report.html import html_report
 
         write(opts.html, html_report(result))
     if getattr(opts, "json_out", None):
@@ -768,7 +768,7 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
                 raise ConfigError(f"no runs in {store.path}", "run `edgeopt ci` or `edgeopt bench` first")
         result = compare_runs(store, current, base_spec, gates)
     write_reports(result, args)
-    from .report.markdown import markdown_summary
+    from edgeopt.report.markdown import markdown_summary
 
     print(markdown_summary(result))
     return 0
@@ -785,7 +785,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
         retries=args.retries, threads=args.threads, infra_errors_fail=args.infra_errors_fail, job=args.job,
         ssh_config=args.ssh_config, build=not args.no_build, command=shlex.join(["edgeopt", *sys.argv[1:]]))
     result = run_ci(opts, LineProgress(verbose=args.verbose))
-    from .report.markdown import markdown_summary
+    from edgeopt.report.markdown import markdown_summary
 
     if not args.quiet:
         print(markdown_summary(result))

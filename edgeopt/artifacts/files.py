@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import OutputError
+from edgeopt.errors import OutputError
 
 CHUNK = 1 << 20
 

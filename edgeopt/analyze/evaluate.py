@@ -30,11 +30,11 @@ def dequantize(y: np.ndarray, quant: dict[str, Any] | None) -> np.ndarray:
 
 
 def run_tflite(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    from .analyze.tflite import _io, interpreter
+    from edgeopt.analyze.tflite import interpreter, tensor_io
 
     it = interpreter(str(path), threads=threads)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    in_io, out_io = _io(inp), _io(out)
+    in_io, out_io = tensor_io(inp), tensor_io(out)
     batch = len(x)
     if in_io["shape_signature"][0] == -1:
         it.resize_tensor_input(inp["index"], [batch, *in_io["shape"][1:]])

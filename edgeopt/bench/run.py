@@ -36,10 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from . import __version__
-from .config import Target, apply_connection_overrides, load_target
-from .errors import AgentError, ConfigError, EdgeoptError, RemoteError
-from .store import open_store
+from edgeopt import __version__
+from edgeopt.config import Target, apply_connection_overrides, load_target
+from edgeopt.errors import AgentError, ConfigError, EdgeoptError, RemoteError
+from edgeopt.results.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ EXIT_OK = 0
 EXIT_FAILED = 3  # some device or result failed (RemoteError/AgentError exit code)
 MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
 DEFAULT_TIMEOUT = 600.0
-
-
-class ArtifactMissing(EdgeoptError):
-    """The artifacts to benchmark are not built (or not completely)."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -150,7 +146,7 @@ def _split(values: Iterable[str] | None) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    from .artifacts import sha256_file
+    from edgeopt.artifacts.files import sha256_file
 
     return sha256_file(path)
 
@@ -263,7 +259,7 @@ def plan_device(name: str, opts: BenchOptions) -> DevicePlan:
         python = sys.executable  # this machine: the Python running edgeopt has numpy and the runtimes
     spec = None
     if kind == "ssh":
-        from .remote.ssh import ConnectionSpec
+        from edgeopt.remote.ssh import ConnectionSpec
 
         conn = target.connection
         spec = ConnectionSpec(
@@ -360,8 +356,8 @@ def new_run_id() -> str:
 
 def agent_zipapp(cache: Path | None = None) -> tuple[Path, str]:
     """The agent zipapp in the host cache (rebuilt when the agent sources changed) and its sha256."""
-    from .agent.package import DEFAULT_NAME, archive_bytes, build_zipapp
-    from .artifacts import sha256_bytes
+    from edgeopt.bench.zipapp import DEFAULT_NAME, archive_bytes, build_zipapp
+    from edgeopt.artifacts.files import sha256_bytes
 
     base = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
         "edgeopt" / "agent"
@@ -505,17 +501,17 @@ def _valid(agent: dict[str, Any], job: Job) -> tuple[bool, str | None, bool]:
 
 def open_transport(plan: DevicePlan) -> Any:
     if plan.transport_kind == "local":
-        from .remote.local import LocalTransport
+        from edgeopt.remote.local import LocalTransport
 
         return LocalTransport()
-    from .remote.ssh import SSHTransport
+    from edgeopt.remote.ssh import SSHTransport
 
     return SSHTransport(plan.spec)
 
 
 def run_device(plan: DevicePlan, ctx: _Context) -> list[dict[str, Any]]:
     """Run every job of one device; never raises for device or agent failures (they become results)."""
-    from .remote.session import AgentFailed, DeviceSession
+    from edgeopt.remote.session import AgentFailed, DeviceSession
 
     name = plan.target.name
     docs: list[dict[str, Any]] = []
@@ -770,7 +766,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.to_json(), indent=2))
     else:
-        from .report.table import render_table
+        from edgeopt.report.table import render_table
 
         render_table(run.results, _stdout_console(), title=f"edgeopt bench — run {run.run_id}")
         s = run.summary()
@@ -798,12 +794,12 @@ class _LineProgress(SilentProgress):
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.table import render_runs, render_table, rows_json
-    from .store import open_store as _open
+    from edgeopt.report.table import render_runs, render_table, rows_json
+    from edgeopt.results.store import open_store as _open
 
     if getattr(args, "compare", None) or getattr(args, "html", None) or getattr(args, "junit", None) \
             or getattr(args, "summary", None):
-        from .ci import cmd_report_compare
+        from edgeopt.ci.run import cmd_report_compare
 
         return cmd_report_compare(args)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError
+from edgeopt.errors import ConfigError
 
 COMPRESSION_PROFILES = ["pruned-int8", "distilled-int8", "qat-int8"]
 OBJECTIVES = ("latency", "size", "download", "energy", "accuracy")
@@ -59,7 +59,7 @@ class SearchResult:
 
 def candidate_profiles(target: Any, extra: Sequence[str] | None = None) -> list[str]:
     """The target's default profiles and the compression profiles (unique, in that order)."""
-    from .config import available
+    from edgeopt.config import available
 
     known = available("profiles")
     names = list(dict.fromkeys([*target.default_profiles, *COMPRESSION_PROFILES, *(extra or [])]))
@@ -165,9 +165,9 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
                connection: dict[str, Any] | None = None) -> SearchResult:
     """Build the candidates, benchmark them on the target, and pick. ``connection``: BenchOptions overrides
     (host, user, port, key, python, accept_new_host_key, known_hosts, ssh_config)."""
-    from .bench import BenchOptions, bench
-    from .build import BuildRequest, build
-    from .config import load_profile, load_target
+    from edgeopt.bench.run import BenchOptions, bench
+    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.config import load_profile, load_target
 
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
@@ -283,8 +283,8 @@ def write_search_html(result: SearchResult, path: Path) -> Path:
     """The search table and plot as one self-contained HTML file (written atomically)."""
     import tempfile
 
-    from .artifacts import atomic_write_bytes
-    from .report.html import search_report_html
+    from edgeopt.artifacts.files import atomic_write_bytes
+    from edgeopt.report.html import search_report_html
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-search-") as tmp:
         png = plot_pareto(result, Path(tmp) / "pareto.png").read_bytes()

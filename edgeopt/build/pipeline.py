@@ -17,18 +17,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .artifacts import (atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_tree,
-                        staged_directory)
-from .config import Profile, Target
-from .data import Dataset, check_against_model, load_dataset
-from .errors import ConversionError, EdgeoptError
-from .models import SourceModel, example_model_path, open_model
+from edgeopt import __version__
+from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
+from edgeopt.artifacts.manifest import Manifest
+from edgeopt.config import Profile, Target
+from edgeopt.inputs.data import Dataset, check_against_model, load_dataset
+from edgeopt.errors import ConversionError, EdgeoptError
+from edgeopt.inputs.model import SourceModel, example_model_path, open_model
+from edgeopt.paths import shipped
 
 TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "tflite-micro", "numpy")
-FIRMWARE_TEMPLATE = Path(__file__).resolve().parent.parent / "firmware" / "tflm"
+FIRMWARE_TEMPLATE = shipped("firmware") / "tflm"
 REFERENCE_SAMPLES = 32
-MANIFEST = "manifest.json"
 RUNTIME_FOR = {"tflite": "litert", "onnx": "onnxruntime"}
 
 
@@ -69,7 +69,7 @@ class BuildResult:
     target: str
     profile: str
     directory: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     cached: bool
     seconds: float
     passes: list[dict[str, Any]] = field(default_factory=list)
@@ -105,7 +105,7 @@ def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset
         "tools": tool_versions(),
     }
     if profile.needs_training:  # plain profiles keep their keys
-        from .train import transform_facts
+        from edgeopt.build.transforms import transform_facts
 
         facts["training"] = transform_facts(profile, train)
     if wants_firmware(target):
@@ -118,31 +118,16 @@ def wants_firmware(target: Target) -> bool:
     return "tflite-micro" in target.runtimes and "tflite" in target.formats
 
 
-def cached_manifest(directory: Path, key: str) -> dict[str, Any] | None:
+def cached_manifest(directory: Path, key: str) -> Manifest | None:
     """The existing manifest if it was built from the same inputs and every file still has its hash."""
-    path = directory / MANIFEST
-    if not path.is_file():
+    if not Manifest.exists(directory):
         return None
     try:
-        manifest = read_json(path)
+        manifest = Manifest.read(directory)
     except (OSError, ValueError):
         return None
-    if manifest.get("build_key") != key:
+    if manifest.get("build_key") != key or manifest.verify(directory):
         return None
-    files = [(a["file"], a["sha256"]) for a in manifest.get("artifacts", [])]
-    ref = manifest.get("reference")
-    if ref:
-        files.append((ref["file"], ref["sha256"]))
-    trained = (manifest.get("transform") or {}).get("model")
-    if trained:
-        files.append((trained["file"], trained["sha256"]))
-    tflm = manifest.get("tflm")
-    if tflm:
-        files.extend((f"firmware/{name}", f["sha256"]) for name, f in tflm.get("files", {}).items())
-    for name, digest in files:
-        p = directory / name
-        if not p.is_file() or sha256_file(p) != digest:
-            return None
     return manifest
 
 
@@ -165,7 +150,7 @@ class Pipeline:
         evalset = load_dataset(eval_spec) if eval_spec else None
         train = None
         if any(p.needs_training for p in req.profiles):
-            from .train import check_request
+            from edgeopt.build.transforms import check_request
 
             train_spec = req.train or ("example:train" if example else None)
             check_request(req.profiles, src, train_spec)  # before any data is read or TensorFlow imported
@@ -250,7 +235,7 @@ class Pipeline:
             transform = None
             teacher = src
             if profile.needs_training:
-                from .train import run_transform
+                from edgeopt.build.transforms import run_transform
 
                 assert train is not None
                 src, transform = timed(profile.transforms[0], lambda: run_transform(
@@ -258,7 +243,7 @@ class Pipeline:
             for fmt in fmts:
                 out = stage / f"model.{fmt}"
                 if fmt == "tflite":
-                    from .convert.tflite import convert_tflite
+                    from edgeopt.convert.tflite import convert_tflite
 
                     timed("tflite", lambda: convert_tflite(src, profile.tflite, out, calibration=calib_x,
                                                            calibration_samples=n_cal,
@@ -269,13 +254,13 @@ class Pipeline:
                 self.rep.artifact_done()
             tflm = None
             if wants_firmware(target) and "tflite" in fmts:
-                from .convert.tflm import build_firmware
+                from edgeopt.convert.tflm import build_firmware
 
                 tflm = timed("tflm-firmware", lambda: build_firmware(
                     stage / "model.tflite", target, stage / "firmware", sample_input=reference["x"][0],
                     eval_inputs=reference["x"]))
             atomic_write_bytes(stage / "reference.npz", _npz_bytes(reference))
-            manifest = {
+            manifest = Manifest({
                 "schema": 1,
                 "edgeopt_version": __version__,
                 "target": target.name,
@@ -295,24 +280,24 @@ class Pipeline:
                 "passes": passes,
                 "artifacts": artifacts,
                 "skipped": skipped,
-            }
+            })
             if tflm is not None:
                 manifest["tflm"] = tflm
             if transform is not None:
                 manifest["data"]["train"] = train.describe() if train is not None else None
                 manifest["transform"] = transform
-            atomic_write_json(stage / MANIFEST, manifest)
+            manifest.write(stage)
         return BuildResult(target.name, profile.name, final, manifest, False, time.perf_counter() - t0, passes)
 
     def _onnx_chain(self, src: SourceModel, profile: Profile, out: Path, tmp: Path, calib_x: np.ndarray | None,
                     n_cal: int, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
-        from .convert.simplify import simplify_onnx
+        from edgeopt.convert.simplify import simplify_onnx
 
         static = self.req.target.static_batch
         if src.kind == "onnx":
             raw = src.path
         else:
-            from .convert.onnx_export import export_onnx
+            from edgeopt.convert.onnx_export import export_onnx
 
             raw = timed("onnx-export", lambda: export_onnx(src, tmp / f"{profile.name}-raw.onnx",
                                                            static_batch=static))
@@ -321,7 +306,7 @@ class Pipeline:
         timed("onnx-simplify", lambda: simplify_onnx(raw, simplified, static_batch=static and src.kind == "onnx",
                                                      input_shape=src.input_shape, input_name=src.input_name))
         if quantised:
-            from .convert.onnx_quantize import quantize_onnx
+            from edgeopt.convert.onnx_quantize import quantize_onnx
 
             timed(f"onnx-{profile.onnx.quantization}",
                   lambda: quantize_onnx(simplified, profile.onnx, out, calibration=calib_x, calibration_samples=n_cal))
@@ -329,12 +314,12 @@ class Pipeline:
     def _describe(self, path: Path, fmt: str, src: SourceModel, evalset: Dataset | None,
                   reference: dict[str, np.ndarray], profile: Profile | None = None) -> dict[str, Any]:
         """``src`` is the model the user gave: metrics compare every artifact, transformed or not, with it."""
-        from .evaluate import compare, run_artifact
+        from edgeopt.analyze.evaluate import compare, run_artifact
 
         if fmt == "tflite":
-            from .analyze.tflite import inspect
+            from edgeopt.analyze.tflite import inspect
         else:
-            from .analyze.onnx import inspect  # type: ignore[assignment]
+            from edgeopt.analyze.onnx import inspect  # type: ignore[assignment]
         info = inspect(path) if fmt == "onnx" else inspect(path.read_bytes())
         try:
             reference[f"y_{fmt}"] = run_artifact(path, fmt, reference["x"])
@@ -346,11 +331,12 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
             raise ConversionError(f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
                                   ) from exc
-        from .train import compression_facts
+        from edgeopt.analyze.sparsity import compression_facts
 
+        min_weights = profile.prune.min_weights if profile is not None and profile.prune is not None else 0
         return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": sha256_file(path),
                 "bytes": path.stat().st_size, **info, "metrics": metrics,
-                **compression_facts(path, fmt, profile)}
+                **compression_facts(path, fmt, min_weights)}
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .artifacts import atomic_write_json
-from .errors import EdgeoptError, OutputError
+from edgeopt.artifacts.files import atomic_write_json
+from edgeopt.errors import EdgeoptError, OutputError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("results")
@@ -59,10 +59,6 @@ CREATE INDEX IF NOT EXISTS results_sha ON results(sha256);
 CREATE INDEX IF NOT EXISTS results_created ON results(created_at);
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 """
-
-
-class StoreError(EdgeoptError):
-    """The results store cannot be opened or read."""
 
 
 def safe_name(text: str) -> str:

@@ -1,0 +1,209 @@
+"""A device lab for ``edgeopt ci``: ``lab.yaml`` (typed, validated like targets/profiles) (the device lock is :mod:`edgeopt.remote.lock`).
+
+``lab.yaml``::
+
+    devices:                      # each: a target (name or YAML path) plus its connection overrides
+      - {name: pi4-a, target: rpi4, host: 10.0.0.7, user: pi, key: ~/.ssh/lab_ed25519}
+    models:                       # a model file, `example` (the bundled MNIST CNN), or prebuilt artifacts
+      - {name: mnist, path: example}
+    profiles: [fp32, int8]
+    bench: {runs: 200, warmup: 20, threads: null, retries: 1}
+    gates:
+      latency: {min_effect: 0.05, alpha: 0.01}
+      accuracy: {max_drop: 0.01}
+      size: {max_increase: 0.05}
+
+Every error names the file and the field (``lab.yaml: gates.latency.min_efect: unknown field — did you mean
+'min_effect'?``).
+
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edgeopt.config.base import StrictModel, load_model_file
+from edgeopt.errors import ConfigError
+
+# ------------------------------------------------------------------------------------------------------------
+# lab.yaml
+# ------------------------------------------------------------------------------------------------------------
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Device(StrictModel):
+    """One device of the lab: a target (what kind of device) plus how to reach this one."""
+
+    name: str = Field(pattern=_NAME)
+    target: str  # target name (targets/*.yaml) or a YAML path (relative to lab.yaml)
+    host: str | None = None  # user@host:port also accepted
+    user: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    key: str | None = None
+    python: str | None = None
+    workdir: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    ssh_config: str | None = None
+    threads: int | None = Field(default=None, ge=1, le=256)
+
+
+class LabModel(StrictModel):
+    """A model of the matrix: ``path`` (a .keras/.h5/.onnx file, a SavedModel dir, or ``example``), or
+    ``artifacts``: a directory already holding ``<target>/<profile>/manifest.json`` (built by an earlier step)."""
+
+    name: str = Field(pattern=_NAME)
+    path: str | None = "example"
+    data: str | None = None  # calibration data for the build
+    eval: str | None = None  # evaluation data (accuracy)
+    artifacts: str | None = None
+
+
+class BenchSettings(StrictModel):
+    runs: int = Field(default=200, ge=1)
+    warmup: int = Field(default=20, ge=0)
+    min_seconds: float = Field(default=0.0, ge=0)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    affinity: str | None = None
+    timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=1, ge=0, le=10)  # re-measure a result the agent marked invalid
+    max_other_load: float | None = Field(default=None, ge=0)  # passed to the agent (--max-other-load)
+    agent_args: list[str] = Field(default_factory=list)  # extra agent options, e.g. ["--governor", "performance"]
+
+
+class LockSettings(StrictModel):
+    enabled: bool = True
+    stale_after_s: float = Field(default=1800.0, gt=0)  # no heartbeat for this long: the lock is stale
+    wait_s: float = Field(default=3600.0, ge=0)  # give up waiting for a busy device after this long
+    poll_s: float = Field(default=5.0, gt=0)
+
+
+class LatencyGateSettings(StrictModel):
+    min_effect: float = Field(default=0.05, ge=0, lt=10)
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    method: Literal["both", "mannwhitney", "bootstrap"] = "both"
+    bootstrap: int = Field(default=2000, ge=100)
+    min_samples: int = Field(default=10, ge=3)
+    confirm: int = Field(default=1, ge=0, le=5)  # re-measure a latency regression this often; all must regress
+
+
+class AccuracyGate(StrictModel):
+    max_drop: float | None = Field(default=0.01, ge=0, le=1)  # absolute (0.01 = one percentage point)
+    min: float | None = Field(default=None, ge=0, le=1)
+    source: Literal["build", "device"] = "build"  # the build manifest's eval accuracy or the device's parity
+
+
+class IncreaseGate(StrictModel):
+    max_increase: float | None = Field(default=0.05, ge=0)  # relative (0.05 = 5 %)
+    max: float | None = Field(default=None, gt=0)  # absolute: bytes / KiB / joules per inference
+
+
+class Gates(StrictModel):
+    latency: LatencyGateSettings | None = LatencyGateSettings()
+    accuracy: AccuracyGate | None = AccuracyGate()
+    size: IncreaseGate | None = IncreaseGate(max_increase=0.05)
+    peak_memory: IncreaseGate | None = IncreaseGate(max_increase=0.20)
+    energy: IncreaseGate | None = None
+
+
+class Lab(StrictModel):
+    name: str
+    description: str = ""
+    devices: list[Device] = Field(min_length=1)
+    models: list[LabModel] = Field(default_factory=lambda: [LabModel(name="example")])
+    profiles: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    formats: list[Literal["tflite", "onnx"]] | None = None
+    artifacts: str = "artifacts/ci"  # build output root: <artifacts>/<model>/<target>/<profile>/
+    results: str = "results"
+    bench: BenchSettings = BenchSettings()
+    lock: LockSettings = LockSettings()
+    gates: Gates = Gates()
+    baseline: str | None = None  # default --baseline
+    infra_errors_fail: bool = True  # infrastructure errors make the job fail (exit 2)
+    source_file: str | None = None
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _split_profiles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Lab":
+        for what, names in (("devices", [d.name for d in self.devices]), ("models", [m.name for m in self.models])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: names must be unique ({', '.join(dupes)} repeated)")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source_file).resolve().parent if self.source_file else Path.cwd()
+
+    def path(self, value: str | None) -> str | None:
+        """A path from the lab file, relative to the file's directory (``~`` expanded); ``None`` stays."""
+        if value is None:
+            return None
+        p = Path(os.path.expanduser(value))
+        return str(p if p.is_absolute() else self.base_dir / p)
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read and validate ``lab.yaml``; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"lab file {path} does not exist", "pass --lab PATH (see examples/lab.yaml)")
+    try:
+        lab = load_model_file(path, Lab)
+    except ConfigError as exc:
+        hint = _field_hint(exc.message) if (exc.hint or "").strip() == "allowed fields:" else exc.hint
+        raise ConfigError(exc.message, hint) from exc
+    from edgeopt.config.profile import load_profile
+
+    for name in lab.profiles if any(m.artifacts is None for m in lab.models) else []:  # prebuilt: any name
+        try:
+            load_profile(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: profiles: {exc.message}", exc.hint) from exc
+    return lab
+
+
+def _field_hint(message: str) -> str | None:
+    """'did you mean …?' for an unknown field under an optional section (config's helper sees only plain
+    nested models)."""
+    import difflib
+    import re
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    match = re.search(r": ([A-Za-z0-9_.]+): unknown field", message)
+    if not match:
+        return None
+    cur: Any = Lab
+    *parents, last = match.group(1).split(".")
+    for part in parents:
+        if part.isdigit():
+            continue
+        field = cur.model_fields.get(part) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        options = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) else (ann,)
+        nested = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            for a in options:  # list[Device]
+                nested += [x for x in typing.get_args(a) if isinstance(x, type) and issubclass(x, BaseModel)]
+        if not nested:
+            return None
+        cur = nested[0]
+    allowed = sorted(f for f in cur.model_fields if f != "source_file")
+    close = difflib.get_close_matches(last, allowed, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"allowed fields: {', '.join(allowed)}"
