@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgeopt.bench.zipapp import build_zipapp  # noqa: E402
-from edgeopt.build.pipeline import BuildRequest, build  # noqa: E402
+from edgeopt.build import BuildRequest, build  # noqa: E402
 from edgeopt.config import load_profile, load_target  # noqa: E402
 from edgeopt.paths import cache_root  # noqa: E402
 

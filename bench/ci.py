@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from edgeopt.ci.run import CIOptions, latency_gate, run_ci, samples  # noqa: E402
+from edgeopt.ci import CIOptions, latency_gate, run_ci  # noqa: E402
+from edgeopt.results.reader import samples  # noqa: E402
 from edgeopt.ci.gate import REGRESSION, compare_latency  # noqa: E402
 from edgeopt.config.lab import Gates  # noqa: E402
 from sshd import SshServer  # noqa: E402

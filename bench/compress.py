@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeopt.build.pipeline import Reporter  # noqa: E402
-from edgeopt.build.search import plot_pareto, run_search  # noqa: E402
+from edgeopt.build import Reporter  # noqa: E402
+from edgeopt.build.search import run_search  # noqa: E402
+from edgeopt.report.search import plot_pareto  # noqa: E402
 
 PROFILES = ["fp32", "int8", "pruned-int8", "distilled-int8", "qat-int8"]
 

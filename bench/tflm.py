@@ -31,7 +31,7 @@ from edgeopt.convert.tflm import analyse  # noqa: E402
 
 
 def example_int8(tmp: Path) -> tuple[bytes, np.ndarray]:
-    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile
 
     res = build(BuildRequest(target=load_target("cortex-m7"), profiles=[load_profile("int8")], out=tmp / "art"))[0]

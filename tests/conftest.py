@@ -20,7 +20,7 @@ def example_model() -> Path:
 @pytest.fixture(scope="session")
 def example_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """All five standard profiles of the bundled example for the `local` target, built once."""
-    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile, load_target
 
     out = tmp_path_factory.mktemp("example-build")

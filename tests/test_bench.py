@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
-from edgeopt import bench as bench_mod
-from edgeopt.bench.run import ArtifactMissing, BenchOptions, bench
-from edgeopt.cli.main import main, parser
+from edgeopt.bench import BenchOptions, bench
+from edgeopt.cli.console import RichProgress
+from edgeopt.errors import ArtifactMissing
+from edgeopt.cli import main, parser
 from edgeopt.errors import ConfigError
 from edgeopt.results.store import open_store
 from sshd import SshServer, free_port
@@ -445,7 +446,7 @@ def test_progress_on_a_terminal_and_format_filter(tmp_path, built, agent_cache):
     opts = BenchOptions(targets=[str(target)], artifacts=tmp_path / "artifacts", results=tmp_path / "results",
                         profiles=["fp32", "int8"], formats=["onnx"], runs=RUNS, warmup=WARMUP,
                         agent_cache=agent_cache)
-    with bench_mod.RichProgress(verbose=True, console=console) as progress:
+    with RichProgress(verbose=True, console=console) as progress:
         run = bench(opts, progress)
     assert run.exit_code == 0 and [r["format"] for r in run.results] == ["onnx", "onnx"]
     text = buffer.getvalue()

@@ -4,14 +4,13 @@ Runtime; accuracy, agreement, manifest, reference data and cache asserted."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeopt.artifacts.files import sha256_file
-from edgeopt.build.pipeline import BuildRequest, build
+from edgeopt.build import BuildRequest, build
 from edgeopt.config import load_profile, load_target
 from edgeopt.analyze.evaluate import run_onnx, run_tflite
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.build.pipeline import BuildRequest, build
-from edgeopt.cli.main import main
+from edgeopt.build import BuildRequest, build
+from edgeopt.cli import main
 from edgeopt.config import load_profile, load_target
-from edgeopt.errors import ModelError, OutputError, QuantizationError
+from edgeopt.errors import OutputError, QuantizationError
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.build.pipeline import BuildRequest, build
+from edgeopt.build import BuildRequest, build
 from edgeopt.config import load_profile, load_target
 from edgeopt.inputs.data import example_split
 

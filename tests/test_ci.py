@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from device_envs import ensure_env
-from edgeopt.ci.run import EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, CIOptions, run_ci
+from edgeopt.ci import EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, CIOptions, run_ci
+from edgeopt.report.write import write_reports
 from edgeopt.results.store import open_store
 from sshd import free_port
 
@@ -79,8 +80,10 @@ class LabFiles:
         path.write_text(json.dumps(doc))
         return path
 
-    def run(self, lab: Path, **kw):
-        return run_ci(CIOptions(lab=lab, agent_cache=self.agent_cache, **kw))
+    def run(self, lab: Path, junit: Path | None = None, summary: Path | None = None, **kw):
+        result = run_ci(CIOptions(lab=lab, agent_cache=self.agent_cache, **kw))
+        write_reports(result, junit=junit, summary=summary)
+        return result
 
 
 @pytest.fixture(scope="module")

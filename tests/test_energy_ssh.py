@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.bench.run import bench
+from edgeopt.bench import bench
 from sysfs_fixtures import PowerDriver, SysfsTree
 from test_bench import Lab, _agent_processes, agent_cache, built, envs, lab  # noqa: F401 - fixtures
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeopt.ci.run import ERROR, INVALID, NEW, evaluate
+from edgeopt.ci import ERROR, INVALID, NEW, evaluate
 from edgeopt.ci.gate import (IMPROVED, PASS, REGRESSION, SKIPPED, LatencyGate, accuracy_drop, bootstrap_median_ratio,
                           compare_latency, mann_whitney_u, relative_increase)
 from edgeopt.config.lab import Gates

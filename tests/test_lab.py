@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import ConfigError
-from edgeopt.config.lab import DeviceLock, LockTimeout, load_lab
+from edgeopt.config.lab import load_lab
+from edgeopt.errors import LockTimeout
+from edgeopt.remote.lock import DeviceLock
 from edgeopt.remote.local import LocalTransport
 
 LAB = """

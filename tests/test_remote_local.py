@@ -13,7 +13,8 @@ import pytest
 
 from edgeopt.errors import AgentError, RemoteError
 from edgeopt.remote import DeviceSession, LocalTransport, Result, Transport, quote_argv
-from edgeopt.remote.session import AgentFailed, sha256_file
+from edgeopt.artifacts import sha256_file
+from edgeopt.errors import AgentFailed
 
 WEIRD = "a b'c\"d;touch INJECTED;$(touch INJECTED2)"
 

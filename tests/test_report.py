@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edgeopt.bench.run import BenchOptions, bench
-from edgeopt.cli.main import main
+from edgeopt.bench import BenchOptions, bench
+from edgeopt.cli import main
 from edgeopt.report import render_table, result_row
 from sshd import free_port
 

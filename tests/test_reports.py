@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt import ci as ci_mod
-from edgeopt.ci.run import CIOptions, run_ci
-from edgeopt.cli.main import main
+from edgeopt.ci import CIOptions, load_baseline_file, run_ci
+from edgeopt.report.write import write_reports
+from edgeopt.cli import main
 from test_ci import junit_counts, release_artifacts
 
 pytestmark = pytest.mark.slow
@@ -41,9 +41,9 @@ def runs(example_build, tmp_path_factory) -> dict:
 
     out = root / "out"
     main = run_ci(CIOptions(lab=lab("main", fast), tag=["main"], agent_cache=root / "agent"))
-    change = run_ci(CIOptions(lab=lab("change", slow), baseline="main", agent_cache=root / "agent",
-                              junit=out / "junit.xml", summary=out / "summary.md", html=out / "report.html",
-                              json_out=out / "ci.json"))
+    change = run_ci(CIOptions(lab=lab("change", slow), baseline="main", agent_cache=root / "agent"))
+    write_reports(change, junit=out / "junit.xml", summary=out / "summary.md", html=out / "report.html",
+                  json_out=out / "ci.json")
     return {"root": root, "out": out, "main": main, "change": change}
 
 
@@ -85,7 +85,7 @@ def test_json_export_is_a_baseline_file(runs, tmp_path):
     export = json.loads((runs["out"] / "ci.json").read_text())
     assert export["summary"]["verdict"] == "regression" and len(export["results"]) == 2
     assert all(len(d["agent"]["latency_ms"]["samples"]) == 150 for d in export["results"])
-    base = ci_mod.load_baseline_file(runs["out"] / "ci.json")
+    base = load_baseline_file(runs["out"] / "ci.json")
     assert base.run_id == runs["change"].run_id and len(base.docs) == 2
 
 

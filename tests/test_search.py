@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import ConfigError
-from edgeopt.build.search import SearchResult, pareto, plot_pareto, recommend, run_search
+from edgeopt.build.search import SearchResult, pareto, recommend, run_search
+from edgeopt.report.search import plot_pareto
 from test_compress import PROFILES, build_compression
 
 pytestmark = pytest.mark.slow
@@ -105,7 +106,7 @@ def test_html_report_holds_the_table_and_the_plot(searched: SearchResult, tmp_pa
     import base64
     import re
 
-    from edgeopt.build.search import write_search_html
+    from edgeopt.report.search import write_search_html
 
     page = write_search_html(searched, tmp_path / "search.html").read_text()
     for row in searched.rows:

@@ -29,7 +29,7 @@ ARM_GXX = shutil.which("arm-none-eabi-g++")
 @pytest.fixture(scope="module")
 def bundle(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The example, int8 for cortex-m7 through `edgeopt build`, then build_firmware() into fw/."""
-    from edgeopt.build.pipeline import BuildRequest, build
+    from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile
 
     tmp = tmp_path_factory.mktemp("tflm")
@@ -85,7 +85,7 @@ def test_arena_is_the_smallest_that_allocates_and_runs(bundle: dict[str, Any]) -
     s, model = bundle["summary"], bundle["model"]
     exact = s["arena"]["exact_bytes"]
     in_io = s["input"]
-    sample = tflm._quantize(bundle["x"][0], in_io)
+    sample = tflm.quantize_input(bundle["x"][0], in_io)
     ok, _ = tflm.try_arena(model, exact, sample)
     assert ok, "the reported arena must work in the real TFLM interpreter"
     for smaller in (exact - 1, exact - 16):

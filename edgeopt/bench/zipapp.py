@@ -12,7 +12,6 @@ Layout inside the archive::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -21,7 +20,8 @@ import zipfile
 from pathlib import Path
 from typing import List, Optional
 
-from edgeopt.paths import PACKAGE_DIR
+from edgeopt.artifacts.files import sha256_bytes, sha256_file
+from edgeopt.paths import PACKAGE_DIR, cache_root
 
 AGENT_DIR = PACKAGE_DIR / "agent"
 ZIP_PACKAGE = "edgeopt_agent"
@@ -66,7 +66,7 @@ def archive_bytes(agent_dir: Path = AGENT_DIR) -> bytes:
 
 def agent_sha256(agent_dir: Path = AGENT_DIR) -> str:
     """sha256 (hex) of the zipapp that ``build_zipapp`` writes."""
-    return hashlib.sha256(archive_bytes(agent_dir)).hexdigest()
+    return sha256_bytes(archive_bytes(agent_dir))
 
 
 def build_zipapp(dest: Path, agent_dir: Optional[Path] = None) -> Path:
@@ -93,3 +93,16 @@ def build_zipapp(dest: Path, agent_dir: Optional[Path] = None) -> Path:
             pass
         raise
     return dest
+
+
+def agent_zipapp(cache: Path | None = None) -> tuple[Path, str]:
+    """The agent zipapp in the host cache (rebuilt when the agent sources changed) and its sha256."""
+    base = Path(cache) if cache else cache_root() / "agent"
+    data = archive_bytes()
+    digest = sha256_bytes(data)
+    directory = base / digest[:16]
+    path = directory / DEFAULT_NAME
+    if not (path.is_file() and path.stat().st_size == len(data) and sha256_file(path) == digest):
+        directory.mkdir(parents=True, exist_ok=True)
+        build_zipapp(path)
+    return path, digest

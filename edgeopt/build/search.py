@@ -13,24 +13,25 @@
 Without labels in the eval data the "accuracy" is top-1 agreement with the float model (the drop is then the
 disagreement, in pp); the table says which.
 
-CLI hooks (``edgeopt/cli.py`` owns the parser): :func:`add_arguments` adds ``--search``, ``--max-accuracy-drop``,
-``--objective`` (and the search's bench knobs) to the ``build`` sub-parser; :func:`run_from_args` runs it and prints.
+The command line (``edgeopt/cli/build.py``) prints the result; ``edgeopt/report/search.py`` plots it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgeopt.bench import BenchOptions, bench
+from edgeopt.build.pipeline import BuildRequest, build
+from edgeopt.config import available, load_profile, load_target
 from edgeopt.errors import ConfigError
+from edgeopt.results.reader import energy_per_inference
 
 COMPRESSION_PROFILES = ["pruned-int8", "distilled-int8", "qat-int8"]
 OBJECTIVES = ("latency", "size", "download", "energy", "accuracy")
-_OBJECTIVE_KEY = {"latency": "latency_p50_ms", "size": "bytes", "download": "bytes_gzip",
+OBJECTIVE_KEY = {"latency": "latency_p50_ms", "size": "bytes", "download": "bytes_gzip",
                   "energy": "energy_per_inference_j"}
 
 
@@ -59,27 +60,9 @@ class SearchResult:
 
 def candidate_profiles(target: Any, extra: Sequence[str] | None = None) -> list[str]:
     """The target's default profiles and the compression profiles (unique, in that order)."""
-    from edgeopt.config import available
-
     known = available("profiles")
     names = list(dict.fromkeys([*target.default_profiles, *COMPRESSION_PROFILES, *(extra or [])]))
     return [n for n in names if n in known]
-
-
-def _energy(agent: dict[str, Any] | None) -> float | None:
-    """Energy per inference (J) from an agent document, wherever the agent put it; None when not measured."""
-    if not isinstance(agent, dict):
-        return None
-    stack: list[Any] = [agent.get("energy")]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, dict):
-            for key in ("energy_per_inference_above_idle_j", "energy_per_inference_j"):
-                v = cur.get(key)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    return float(v)
-            stack.extend(v for v in cur.values() if isinstance(v, dict))
-    return None
 
 
 def table_rows(build_results: list[Any], bench_docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -110,7 +93,7 @@ def table_rows(build_results: list[Any], bench_docs: list[dict[str, Any]]) -> tu
                 "params": a.get("params"),
                 "latency_p50_ms": lat.get("p50") if doc.get("valid") else None,
                 "latency_p90_ms": lat.get("p90") if doc.get("valid") else None,
-                "energy_per_inference_j": _energy(doc.get("agent")) if doc.get("valid") else None,
+                "energy_per_inference_j": energy_per_inference(doc) if doc.get("valid") else None,
                 "bench_valid": bool(doc.get("valid")),
                 "bench_error": (doc.get("error") or {}).get("message") if doc else "not benchmarked",
                 "transform": transform.get("kind"),
@@ -149,7 +132,7 @@ def recommend(rows: list[dict[str, Any]], objective: str, max_drop: float) -> di
     if objective == "accuracy":
         key = lambda r: (-r["accuracy"], r["latency_p50_ms"], r["bytes"])  # noqa: E731
     else:
-        k = _OBJECTIVE_KEY[objective]
+        k = OBJECTIVE_KEY[objective]
         key = lambda r: (r[k], -r["accuracy"], r["bytes"], r["latency_p50_ms"])  # noqa: E731
     best = min(ok, key=key)
     return {"candidate": best["candidate"], "profile": best.get("profile"), "format": best.get("format"),
@@ -165,10 +148,6 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
                connection: dict[str, Any] | None = None) -> SearchResult:
     """Build the candidates, benchmark them on the target, and pick. ``connection``: BenchOptions overrides
     (host, user, port, key, python, accept_new_host_key, known_hosts, ssh_config)."""
-    from edgeopt.bench.run import BenchOptions, bench
-    from edgeopt.build.pipeline import BuildRequest, build
-    from edgeopt.config import load_profile, load_target
-
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
     if not (max_accuracy_drop >= 0 and math.isfinite(max_accuracy_drop)):
@@ -203,133 +182,3 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
     if failed:
         result.notes.append(f"not measured (bench failed): {', '.join(failed)}")
     return result
-
-
-# -- output -------------------------------------------------------------------------------------------------
-def print_search(result: SearchResult, console: Any = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(highlight=False)
-    table = Table(title=f"edgeopt search — target {result.target}, objective {result.objective}, "
-                        f"max accuracy drop {result.max_accuracy_drop:g} pp", title_justify="left")
-    cols = ["candidate", result.metric, "drop pp", "bytes", "gzip bytes", "sparsity", "p50 ms"]
-    if result.energy_measured:
-        cols.append("mJ/inference")
-    cols += ["front", ""]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("candidate", "front", "") else "right")
-    best = (result.recommended or {}).get("candidate")
-    for r in sorted(result.rows, key=lambda r: (not r["pareto"], r["candidate"])):
-        cells = [r["candidate"], _f(r["accuracy"], "{:.4f}"), _f(r["accuracy_drop_pp"], "{:+.2f}"),
-                 f"{r['bytes']:,}", _f(r["bytes_gzip"], "{:,}"), _f(r["weight_sparsity"], "{:.1%}"),
-                 _f(r["latency_p50_ms"], "{:.3f}")]
-        if result.energy_measured:
-            cells.append(_f(r["energy_per_inference_j"] and r["energy_per_inference_j"] * 1e3, "{:.4f}"))
-        cells += ["*" if r["pareto"] else "", "recommended" if r["candidate"] == best else
-                  ("over budget" if not r.get("within_budget") else "")]
-        table.add_row(*cells)
-    console.print(table)
-    if result.recommended:
-        console.print(f"recommended: {result.recommended['candidate']} ({result.recommended['why']})")
-    for n in result.notes:
-        console.print(f"note: {n}")
-
-
-def _f(v: Any, fmt: str) -> str:
-    return "-" if v is None else fmt.format(v)
-
-
-def plot_pareto(result: SearchResult | dict[str, Any], path: Path) -> Path:
-    """Accuracy vs p50 latency (marker area ~ bytes), the front joined, the recommendation circled: a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = result.to_json() if isinstance(result, SearchResult) else result
-    rows = [r for r in data["rows"] if r["accuracy"] is not None and r["latency_p50_ms"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    biggest = max((r["bytes"] for r in rows), default=1)
-    for r in rows:
-        ax.scatter(r["latency_p50_ms"], 100 * r["accuracy"], s=30 + 400 * r["bytes"] / biggest,
-                   alpha=0.6, color="tab:blue" if r["pareto"] else "tab:gray", edgecolors="black", linewidths=0.5)
-        ax.annotate(r["candidate"], (r["latency_p50_ms"], 100 * r["accuracy"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_p50_ms"])
-    if front:
-        ax.plot([r["latency_p50_ms"] for r in front], [100 * r["accuracy"] for r in front], "--",
-                color="tab:blue", linewidth=0.8, label="Pareto front (accuracy, latency, size)")
-    best = (data.get("recommended") or {}).get("candidate")
-    for r in rows:
-        if r["candidate"] == best:
-            ax.scatter(r["latency_p50_ms"], 100 * r["accuracy"], s=600, facecolors="none", edgecolors="tab:red",
-                       linewidths=1.5, label=f"recommended: {best}")
-    ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel(f"{data.get('metric', 'accuracy')} (%)")
-    ax.set_title(f"{data['target']}: accuracy vs latency (marker area ~ model bytes)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if front or best:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_search_html(result: SearchResult, path: Path) -> Path:
-    """The search table and plot as one self-contained HTML file (written atomically)."""
-    import tempfile
-
-    from edgeopt.artifacts.files import atomic_write_bytes
-    from edgeopt.report.html import search_report_html
-
-    with tempfile.TemporaryDirectory(prefix="edgeopt-search-") as tmp:
-        png = plot_pareto(result, Path(tmp) / "pareto.png").read_bytes()
-    atomic_write_bytes(Path(path), search_report_html(result, png).encode())
-    return Path(path)
-
-
-# -- CLI hooks ----------------------------------------------------------------------------------------------
-def add_arguments(build_parser: argparse.ArgumentParser) -> None:
-    """The ``edgeopt build`` options of the search (``--train`` is a plain build option, see build.py)."""
-    g = build_parser.add_argument_group("search (pick the best profile for the target from measured numbers)")
-    g.add_argument("--search", action="store_true",
-                   help="build the candidate profiles (the target's defaults + pruned/distilled/qat int8, or "
-                        "--profile), benchmark each on the target, print the Pareto front and the recommendation")
-    g.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
-                   help="accuracy budget in percentage points below the float model (default 1.0)")
-    g.add_argument("--objective", choices=[o for o in OBJECTIVES], default="latency",
-                   help="what the recommendation optimises among the front candidates within budget: latency (p50), "
-                        "size (bytes), download (gzip bytes), energy (per inference), accuracy (default latency)")
-    g.add_argument("--search-runs", type=int, default=50, metavar="N", help="timed runs per candidate (default 50)")
-    g.add_argument("--results", default="results", metavar="DIR", help="results directory for the search's "
-                   "benchmark (default ./results)")
-    g.add_argument("--plot", metavar="PNG", help="write the accuracy/latency/size plot here")
-    g.add_argument("--html", metavar="FILE", help="write the table and the plot as one self-contained HTML file")
-
-
-def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
-    """``edgeopt build --search``: the lead's cmd_build calls this when ``args.search``."""
-    profiles = [n for p in (getattr(args, "profile", None) or []) for n in p.split(",") if n] or None
-    result = run_search(args.target, model=args.model, data=args.data, eval=args.eval,
-                        train=getattr(args, "train", None), out=Path(args.out), results=Path(args.results),
-                        profiles=profiles, max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
-                        runs=args.search_runs, force=args.force, reporter=reporter)
-    if args.plot:
-        plot_pareto(result, Path(args.plot))
-    if getattr(args, "html", None):
-        write_search_html(result, Path(args.html))
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        from rich.console import Console
-
-        print_search(result, Console(highlight=False, width=200))
-        if args.plot:
-            print(f"plot: {args.plot}")
-        if getattr(args, "html", None):
-            print(f"report: {args.html}")
-    return 0 if result.recommended else 1

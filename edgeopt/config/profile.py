@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from edgeopt.config.base import StrictModel, available, load_model_file, resolve
 
@@ -157,7 +157,7 @@ class Profile(StrictModel):
 
 
 def load_profile(name_or_path: str) -> Profile:
-    return _resolve("profiles", name_or_path, Profile)
+    return resolve("profiles", name_or_path, Profile)
 
 
 

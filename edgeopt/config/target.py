@@ -69,7 +69,7 @@ class Target(StrictModel):
 
 
 def load_target(name_or_path: str) -> Target:
-    return _resolve("targets", name_or_path, Target)
+    return resolve("targets", name_or_path, Target)
 
 
 

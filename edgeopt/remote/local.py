@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from edgeopt.errors import RemoteError
+from edgeopt.errors import RemoteError, RemoteTimeout
 from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, upload_size
 
 

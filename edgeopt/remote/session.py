@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeopt.artifacts.files import sha256_file
 from edgeopt.errors import AgentError, AgentFailed, RemoteError
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Transport
+from edgeopt.remote.transport import ProgressCallback, Transport
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -8,6 +8,7 @@ import html
 from typing import Any
 
 from edgeopt.report import plots
+from edgeopt.results.reader import get
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#212121;max-width:1200px}
@@ -35,8 +36,6 @@ def _img(png: bytes | None, alt: str, caption: str) -> str:
 
 
 def html_report(result: Any) -> str:
-    from edgeopt.ci.run import _get
-
     verdict = result.verdict
     gates = result.gates if isinstance(result.gates, dict) else {}
     min_effect = (gates.get("latency") or {}).get("min_effect")
@@ -44,8 +43,8 @@ def html_report(result: Any) -> str:
     for cell in result.cells:
         lat = cell.check("latency")
         d = (lat.details if lat else {}) or {}
-        cur = _get(cell.current, "agent", "latency_ms") or {}
-        base = _get(cell.baseline, "agent", "latency_ms") or {}
+        cur = get(cell.current, "agent", "latency_ms") or {}
+        base = get(cell.baseline, "agent", "latency_ms") or {}
         change = f"{(d['ratio'] - 1) * 100:+.1f}%" if d.get("ratio") else "–"
         pval = f"{d['p_value']:.2g}" if d.get("p_value") is not None else "–"
         rows.append(
@@ -55,8 +54,8 @@ def html_report(result: Any) -> str:
             f'<td class="num">{_e(change)}</td>'
             f'<td class="num">{_e(pval)}</td>'
             f'<td class="num">{_e(cur.get("count", "–"))}</td>'
-            f'<td class="num">{_e(_get(cell.current, "artifact", "bytes") or "–")}</td>'
-            f'<td class="num">{_e(_fmt(_get(cell.current, "artifact", "metrics", "accuracy")))}</td>'
+            f'<td class="num">{_e(get(cell.current, "artifact", "bytes") or "–")}</td>'
+            f'<td class="num">{_e(_fmt(get(cell.current, "artifact", "metrics", "accuracy")))}</td>'
             f"<td><b>{_e(cell.status)}</b><br>{_e(cell.message)}</td></tr>")
     figures = [
         _img(plots.latency_distributions(result.cells), "latency distributions",

@@ -11,6 +11,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from edgeopt.ci.gate import REGRESSION
+from edgeopt.ci.model import ERROR, INVALID
+
 
 def _seconds(cell: Any) -> float:
     doc = cell.current or {}
@@ -18,8 +21,6 @@ def _seconds(cell: Any) -> float:
 
 
 def junit_xml(result: Any) -> str:
-    from edgeopt.ci.run import ERROR, INVALID, REGRESSION
-
     root = ET.Element("testsuites", name=f"edgeopt ci {result.lab}")
     by_device: dict[str, list[Any]] = {}
     for cell in result.cells:

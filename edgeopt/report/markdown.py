@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeopt.results.reader import get
+
 ICON = {"pass": "✅", "improved": "🚀", "new": "🆕", "regression": "❌", "error": "⚠️", "invalid": "⚠️"}
 
 
@@ -17,8 +19,6 @@ def _ms(value: Any) -> str:
 
 
 def markdown_summary(result: Any) -> str:
-    from edgeopt.ci.run import _get
-
     lines = [f"## edgeopt ci: {result.headline()}", ""]
     lines.append(f"Run `{result.run_id}` on lab **{_esc(result.lab)}**; baseline: {_esc(result.baseline.get('label'))}.")
     if result.baseline.get("note"):
@@ -29,12 +29,12 @@ def markdown_summary(result: Any) -> str:
     for cell in result.cells:
         lat = cell.check("latency")
         d = (lat.details if lat else {}) or {}
-        p50_now = _get(cell.current, "agent", "latency_ms", "p50")
-        p50_base = _get(cell.baseline, "agent", "latency_ms", "p50")
+        p50_now = get(cell.current, "agent", "latency_ms", "p50")
+        p50_base = get(cell.baseline, "agent", "latency_ms", "p50")
         change = f"{(d['ratio'] - 1) * 100:+.1f}%" if d.get("ratio") else "–"
         pval = f"{d['p_value']:.2g}" if d.get("p_value") is not None else "–"
-        size = _get(cell.current, "artifact", "bytes")
-        acc = _get(cell.current, "artifact", "metrics", "accuracy")
+        size = get(cell.current, "artifact", "bytes")
+        acc = get(cell.current, "artifact", "metrics", "accuracy")
         lines.append(
             f"| {ICON.get(cell.status, '')} | {_esc(cell.device)} | {_esc(cell.model)} | {_esc(cell.profile or '-')} | "
             f"{cell.format} | {_ms(p50_base)} → {_ms(p50_now)} | {change} | {pval} | "

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeopt.results.reader import get, samples
+
 COLORS = {"pass": "#2e7d32", "improved": "#1565c0", "new": "#6a1b9a", "regression": "#c62828",
           "error": "#757575", "invalid": "#ef6c00"}
 
@@ -37,14 +39,8 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _samples(doc: dict[str, Any] | None) -> list[float]:
-    from edgeopt.ci.run import samples
-
-    return samples(doc)
-
-
 def _measured(cells: Sequence[Any]) -> list[Any]:
-    return [c for c in cells if _samples(c.current)]
+    return [c for c in cells if samples(c.current)]
 
 
 def _label(cell: Any, device: bool = True) -> str:
@@ -61,14 +57,14 @@ def latency_distributions(cells: Sequence[Any]) -> bytes | None:
     data, labels, colors, positions = [], [], [], []
     pos = 0.0
     for cell in reversed(cells):
-        base = _samples(cell.baseline)
+        base = samples(cell.baseline)
         if base:
             data.append(base)
             labels.append(f"{_label(cell)} (baseline)")
             colors.append("#bdbdbd")
             positions.append(pos)
             pos += 1
-        data.append(_samples(cell.current))
+        data.append(samples(cell.current))
         labels.append(_label(cell))
         colors.append(COLORS.get(cell.status, "#1976d2"))
         positions.append(pos)
@@ -97,15 +93,13 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def pareto(cells: Sequence[Any]) -> bytes | None:
-    from edgeopt.ci.run import _get
-
     rows = []
     for cell in _measured(cells):
-        p50 = _get(cell.current, "agent", "latency_ms", "p50")
-        acc = _get(cell.current, "artifact", "metrics", "accuracy")
+        p50 = get(cell.current, "agent", "latency_ms", "p50")
+        acc = get(cell.current, "artifact", "metrics", "accuracy")
         if acc is None:
-            acc = _get(cell.current, "agent", "parity", "accuracy")
-        size = _get(cell.current, "artifact", "bytes") or 0
+            acc = get(cell.current, "agent", "parity", "accuracy")
+        size = get(cell.current, "artifact", "bytes") or 0
         if isinstance(p50, (int, float)) and isinstance(acc, (int, float)):
             rows.append((cell, float(p50), float(acc), float(size)))
     if not rows:
@@ -152,7 +146,7 @@ def per_device(cells: Sequence[Any]) -> bytes | None:
             cell = next((c for c in cells if c.device == device and _label(c, device=False) == art), None)
             if cell is None:
                 continue
-            s = np.asarray(_samples(cell.current))
+            s = np.asarray(samples(cell.current))
             xs.append(i + (k - (len(devices) - 1) / 2) * width)
             med = float(np.median(s))
             p50.append(med)

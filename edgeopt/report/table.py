@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from edgeopt.results.reader import (accuracy, agent_valid, energy_per_inference, energy_sensor, get, invalid_reasons,
+                                    latency_p50)
+
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # key, header, justify
     ("target", "target", "left"),
@@ -26,25 +29,17 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
-
-
 def result_row(doc: dict[str, Any]) -> dict[str, Any]:
     """The reported figures of one result document (``None`` where unknown)."""
     agent = doc.get("agent") or {}
-    runtime = _get(agent, "runtime", "name")
-    version = _get(agent, "runtime", "version")
+    runtime = get(agent, "runtime", "name")
+    version = get(agent, "runtime", "version")
     error = doc.get("error")
-    inputs_source = _get(agent, "inputs", "source")
+    inputs_source = get(agent, "inputs", "source")
     if error:
         status = f"FAILED ({error.get('kind', 'error')}): {error.get('message', '')}"
-    elif agent.get("valid") is False:  # measured, but under disturbed conditions (throttling, load, clocks)
-        status = "disturbed: " + "; ".join(agent.get("invalid_reasons") or ["conditions not met"])
+    elif not agent_valid(doc):  # measured, but under disturbed conditions (throttling, load, clocks)
+        status = "disturbed: " + "; ".join(invalid_reasons(doc) or ["conditions not met"])
     elif inputs_source == "random":
         status = "ok (random inputs)"
     else:
@@ -58,18 +53,18 @@ def result_row(doc: dict[str, Any]) -> dict[str, Any]:
         "format": doc.get("format"),
         "runtime": f"{runtime} {version}" if runtime and version else runtime,
         "bytes": artifact.get("bytes"),
-        "p50_ms": _get(agent, "latency_ms", "p50"),
-        "p90_ms": _get(agent, "latency_ms", "p90"),
-        "init_ms": _get(agent, "latency_ms", "init"),
-        "peak_rss_kib": _get(agent, "memory", "peak_rss_kib"),
-        "top1_agreement": _get(agent, "parity", "top1_agreement"),
-        "accuracy": _get(artifact, "metrics", "accuracy"),
-        "device_accuracy": _get(agent, "parity", "accuracy"),
+        "p50_ms": latency_p50(doc),
+        "p90_ms": get(agent, "latency_ms", "p90"),
+        "init_ms": get(agent, "latency_ms", "init"),
+        "peak_rss_kib": get(agent, "memory", "peak_rss_kib"),
+        "top1_agreement": get(agent, "parity", "top1_agreement"),
+        "accuracy": accuracy(doc),
+        "device_accuracy": accuracy(doc, "device"),
         "inputs": inputs_source,
-        "threads": _get(agent, "runtime", "threads"),
-        "bytes_sent": _get(doc, "transfer", "total"),
-        "energy_per_inference_j": _get(agent, "energy", "energy_per_inference_j"),
-        "energy_sensor": _get(agent, "energy", "sensor"),
+        "threads": get(agent, "runtime", "threads"),
+        "bytes_sent": get(doc, "transfer", "total"),
+        "energy_per_inference_j": energy_per_inference(doc),
+        "energy_sensor": energy_sensor(doc),
         "conditions_valid": agent.get("valid"),
         "valid": bool(doc.get("valid")),
         "error": error,

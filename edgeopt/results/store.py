@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from edgeopt.artifacts.files import atomic_write_json
-from edgeopt.errors import EdgeoptError, OutputError
+from edgeopt.errors import OutputError, StoreError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("results")

@@ -1,0 +1,178 @@
+"""One device's worker: connect, push the agent and each job's files by hash, run the agent, turn every
+outcome (result, agent failure, lost link, timeout) into a result document. Never raises for device failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeopt.bench.document import base_doc, check_result, error_doc
+from edgeopt.bench.options import BenchOptions, DevicePlan, Job
+from edgeopt.bench.plan import open_transport
+from edgeopt.bench.progress import Progress
+from edgeopt.errors import AgentError, AgentFailed, EdgeoptError, RemoteError, RemoteTimeout
+from edgeopt.remote.session import DeviceSession
+
+log = logging.getLogger(__name__)
+
+
+class RunContext:
+    """Shared by the device workers of one run."""
+
+    def __init__(self, opts: BenchOptions, run_id: str, agent: Path, agent_sha: str,
+                 on_result: Callable[[dict[str, Any]], None], progress: Progress) -> None:
+        self.opts = opts
+        self.run_id = run_id
+        self.agent = agent
+        self.agent_sha = agent_sha
+        self.on_result = on_result
+        self.progress = progress
+
+
+def remote_workdir(plan: DevicePlan, home: str) -> str:
+    workdir = plan.target.connection.workdir or "~/.cache/edgeopt"
+    home = home.rstrip("/")
+    if workdir == "~":
+        return home
+    if workdir.startswith("~/"):
+        return f"{home}/{workdir[2:].rstrip('/')}"
+    if not workdir.startswith("/"):
+        return f"{home}/{workdir.rstrip('/')}"
+    return workdir.rstrip("/") or "/"
+
+
+def agent_argv(plan: DevicePlan, ctx: RunContext, agent_remote: str, job: Job, model_remote: str,
+                ref_remote: str | None, threads: int | None) -> list[str]:
+    opts = ctx.opts
+    argv = [plan.python, agent_remote, "run", "--model", model_remote, "--sha256", job.sha256,
+            "--runs", str(opts.runs), "--warmup", str(opts.warmup), "--format", job.format]
+    if ref_remote:
+        argv += ["--reference", ref_remote]
+    if opts.min_seconds:
+        argv += ["--min-seconds", repr(float(opts.min_seconds))]
+    if opts.max_runs is not None:
+        argv += ["--max-runs", str(opts.max_runs)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    if opts.affinity:
+        argv += ["--affinity", opts.affinity]
+    argv += [str(a) for a in opts.agent_args]
+    if "--energy" not in opts.agent_args:  # the target's sensor setting (auto: the best the device has)
+        argv += ["--energy", plan.target.energy_sensor]
+        if plan.target.energy_command and "--energy-command" not in opts.agent_args:
+            argv += ["--energy-command", plan.target.energy_command]
+    return argv
+
+
+def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
+    """Run every job of one device; never raises for device or agent failures (they become results)."""
+    name = plan.target.name
+    docs: list[dict[str, Any]] = []
+    count = len(plan.jobs)
+    device_error: dict[str, Any] | None = None
+    description = plan.spec.host if plan.spec is not None else "local"
+
+    def finish(doc: dict[str, Any], started: float) -> None:
+        doc["host_seconds"] = round(time.perf_counter() - started, 3)
+        docs.append(doc)
+        ctx.on_result(doc)
+        ctx.progress.result(name, doc)
+
+    ctx.progress.device(name, f"connecting ({plan.transport_kind})")
+    started = time.perf_counter()
+    transport = None
+    try:
+        transport = open_transport(plan)
+        description = transport.description
+    except EdgeoptError as exc:
+        device_error = error_doc("infrastructure", exc, stage="connect")
+    except Exception as exc:  # an unexpected library failure must not take the other devices down
+        log.debug("connecting to %s failed", name, exc_info=True)
+        device_error = error_doc("infrastructure", f"cannot connect to {name}: {type(exc).__name__}: {exc}",
+                                 stage="connect")
+    if device_error is not None:
+        for i, job in enumerate(plan.jobs, start=1):
+            doc = base_doc(ctx.run_id, ctx.opts, plan, job, i)
+            doc["transport"]["description"] = description
+            doc["error"] = device_error
+            finish(doc, started)
+        return docs
+
+    assert transport is not None
+    try:
+        session: DeviceSession | None = None
+        verified: dict[tuple[str, str], str] = {}  # (sha256, file name) -> remote path, checked this session
+        agent_remote = ""
+        threads = ctx.opts.threads if ctx.opts.threads is not None else plan.target.threads
+        for i, job in enumerate(plan.jobs, start=1):
+            started = time.perf_counter()
+            doc = base_doc(ctx.run_id, ctx.opts, plan, job, i)
+            doc["transport"]["description"] = transport.description
+            if device_error is not None:
+                doc["error"] = {**device_error, "message": f"not run: {device_error['message']}"}
+                finish(doc, started)
+                continue
+            transfer = doc["transfer"]
+
+            def push(path: Path, sha: str | None, what: str) -> str:
+                assert session is not None
+                key = (sha or "", path.name)
+                if sha and key in verified:  # verified on the device by this session moments ago (e.g. the
+                    return verified[key]     # reference shared by a profile's tflite and onnx artifacts)
+                ctx.progress.upload(name, path.name, 0, path.stat().st_size)
+                remote = session.ensure_file(
+                    path, sha, progress=lambda done, total: ctx.progress.upload(name, path.name, done, total))
+                transfer[what] += session.last_sent
+                transfer["total"] += session.last_sent
+                if sha:
+                    verified[key] = remote
+                return remote
+
+            try:
+                if not agent_remote:
+                    ctx.progress.device(name, "checking the device cache")
+                    if session is None:
+                        session = DeviceSession(transport, python=plan.python, hash_timeout=ctx.opts.timeout,
+                                                cache_dir=remote_workdir(plan, transport.home()))
+                    agent_remote = push(ctx.agent, ctx.agent_sha, "agent")
+                model_remote = push(job.model, job.sha256, "model")
+                ref_remote = push(job.reference, job.reference_sha256, "reference") if job.reference else None
+                ctx.progress.running(name, job.label, i, count)
+                argv = agent_argv(plan, ctx, agent_remote, job, model_remote, ref_remote, threads)
+                agent = session.run_json(argv, timeout=ctx.opts.timeout)
+                if not isinstance(agent, dict) or agent.get("command") != "run":
+                    raise AgentFailed(f"the agent on {transport.description} printed an unexpected document",
+                                      "update edgeopt on the host (the agent is pushed from it)")
+                doc["agent"] = agent
+                ok, why, stale = check_result(agent, job)
+                if stale:
+                    verified.clear()  # a file changed on the device under us: verify everything again
+                doc["valid"] = ok
+                if not ok:
+                    doc["error"] = {"kind": "invalid", "message": why}
+            except AgentFailed as exc:
+                doc["error"] = error_doc("agent", exc)
+            except AgentError as exc:  # the local artifact changed since the build, etc.
+                doc["error"] = error_doc("artifact", exc)
+            except RemoteError as exc:
+                if isinstance(exc, RemoteTimeout):
+                    doc["error"] = error_doc("timeout", exc)
+                else:  # link lost, cannot write on the device …: this device cannot go on
+                    device_error = error_doc("infrastructure", exc, stage="run")
+                    doc["error"] = device_error
+            except EdgeoptError as exc:
+                doc["error"] = error_doc("error", exc)
+            except Exception as exc:
+                log.debug("%s on %s failed", job.label, name, exc_info=True)
+                device_error = error_doc("infrastructure", f"{type(exc).__name__}: {exc}", stage="run")
+                doc["error"] = device_error
+            finish(doc, started)
+    finally:
+        try:
+            transport.close()
+        except Exception:  # closing a dead link must not hide the results
+            log.debug("closing %s failed", name, exc_info=True)
+    ctx.progress.device(name, "done")
+    return docs

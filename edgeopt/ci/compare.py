@@ -1,0 +1,25 @@
+"""Judge a stored run against another (``edgeopt report --compare``): the same verdict as ``edgeopt ci``."""
+
+from __future__ import annotations
+
+from edgeopt.ci.baseline import Baseline, resolve_baseline
+from edgeopt.ci.judge import evaluate
+from edgeopt.ci.model import CIResult
+from edgeopt.config.lab import Gates
+from edgeopt.results.store import Store
+
+
+def compare_runs(store: Store, current: str, baseline: str | None, gates: Gates | None = None) -> CIResult:
+    """Judge stored run ``current`` against run/tag/file ``baseline`` (default: the baseline that run used)."""
+    run = store.run(current)
+    gates = gates or Gates()
+    if baseline is None:
+        recorded = (run.get("ci") or {}).get("baseline") or {}
+        baseline = recorded.get("run_id") or (recorded.get("spec") if recorded.get("source") == "file" else None)
+    base = resolve_baseline(baseline, store, exclude=run["run_id"]) if baseline else \
+        Baseline(None, "none", "none")
+    cells = evaluate(store.results(run["run_id"]), base.docs, gates)
+    infra = (run.get("ci") or {}).get("infra_errors_fail", True)
+    return CIResult(run["run_id"], (run.get("ci") or {}).get("lab") or "-", cells, base.to_json(), infra,
+                    (run.get("ci") or {}).get("devices") or {}, gates=gates.model_dump(),
+                    store_path=str(store.path))

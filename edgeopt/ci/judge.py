@@ -1,0 +1,99 @@
+"""Judge measured cells against their baseline with the lab's gates (latency statistics, accuracy, size,
+memory, energy)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from edgeopt.ci.gate import IMPROVED, PASS, REGRESSION, Check, LatencyGate, accuracy_drop, compare_latency, relative_increase
+from edgeopt.ci.model import ERROR, INVALID, NEW, Cell
+from edgeopt.config.lab import Gates
+from edgeopt.results.reader import (accuracy, agent_valid, cell_key, energy_per_inference, get, invalid_reasons,
+                                    number, samples, usable)
+
+
+def latency_gate(gates: Gates) -> LatencyGate | None:
+    g = gates.latency
+    if g is None:
+        return None
+    return LatencyGate(min_effect=g.min_effect, alpha=g.alpha, method=g.method, bootstrap=g.bootstrap,
+                       min_samples=g.min_samples)
+
+
+def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates) -> list[Check]:
+    """Every configured gate on one measured cell."""
+    checks: list[Check] = []
+    lat = latency_gate(gates)
+    if lat is not None and baseline is not None:
+        verdict = compare_latency(samples(baseline), samples(current), lat)
+        checks.append(Check("latency", verdict.status, verdict.message, verdict.median_baseline,
+                            verdict.median_current, verdict.to_json()))
+    if gates.accuracy is not None:
+        checks.append(accuracy_drop(accuracy(baseline, gates.accuracy.source),
+                                    accuracy(current, gates.accuracy.source), gates.accuracy.max_drop,
+                                    gates.accuracy.min))
+    for gate, what, unit, getter in (
+        ("size", "size", "B", lambda d: number(get(d, "artifact", "bytes"))),
+        ("peak_memory", "peak RSS", "KiB", lambda d: number(get(d, "agent", "memory", "peak_rss_kib"))),
+        ("energy", "energy per inference", "J", energy_per_inference),
+    ):
+        settings = getattr(gates, gate)
+        if settings is None:
+            continue
+        check = relative_increase(gate, what, unit, getter(baseline) if baseline else None, getter(current),
+                                  settings.max_increase, settings.max)
+        if gate == "energy" and check.current is None:
+            check.message = "energy: no sensor reading on this device"
+        checks.append(check)
+    return checks
+
+
+def evaluate(current_docs: Iterable[dict[str, Any]], baseline_docs: Iterable[dict[str, Any]], gates: Gates,
+             attempts: dict[tuple[str, str, str, str], int] | None = None) -> list[Cell]:
+    """One cell per current (latest, not superseded) result; compared with the usable baseline result of the
+    same device × model × profile × format."""
+    base: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for doc in baseline_docs:
+        if usable(doc):
+            base[cell_key(doc)] = doc  # later (retried) results win
+    latest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for doc in current_docs:
+        if not (doc.get("ci") or {}).get("superseded"):
+            latest[cell_key(doc)] = doc
+    cells = []
+    for key in sorted(latest):
+        doc = latest[key]
+        device, model, profile, fmt = key
+        cell = Cell(device, model, doc.get("profile") or profile, fmt, PASS, "", current=doc,
+                    attempts=(attempts or {}).get(key, (doc.get("ci") or {}).get("attempt", 1)))
+        error = doc.get("error")
+        if not doc.get("valid"):
+            kind = (error or {}).get("kind", "error")
+            cell.status = ERROR
+            cell.message = f"{kind} error: {(error or {}).get('message', 'no result')}"
+        elif not agent_valid(doc):
+            cell.status = INVALID
+            cell.message = ("measurement invalid after %d attempt(s), not compared: %s"
+                            % (cell.attempts, "; ".join(invalid_reasons(doc)) or "the agent says so"))
+        else:
+            cell.baseline = base.get(key)
+            cell.checks = judge(doc, cell.baseline, gates)
+            bad = [c for c in cell.checks if c.status == REGRESSION]
+            if bad:
+                cell.status = REGRESSION
+                cell.message = "; ".join(c.message for c in bad)
+            else:
+                latc = cell.check("latency")
+                if cell.baseline is None:
+                    cell.status = NEW
+                    p50 = get(doc, "agent", "latency_ms", "p50")
+                    cell.message = f"no baseline for this cell (p50 {p50:.4g} ms)" if isinstance(p50, float) \
+                        else "no baseline for this cell"
+                elif latc is not None and latc.status == IMPROVED:
+                    cell.status = IMPROVED
+                    cell.message = latc.message
+                else:
+                    cell.status = PASS
+                    cell.message = latc.message if latc is not None else "ok"
+        cells.append(cell)
+    return cells

@@ -1,0 +1,195 @@
+"""``edgeopt build`` (and ``--search``), ``edgeopt targets``, ``edgeopt profiles``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.cli.console import RichReporter, stdout_console
+
+if TYPE_CHECKING:
+    from edgeopt.build.search import SearchResult
+
+
+def print_build(results: list[Any], console: Any) -> None:
+    from rich.table import Table
+
+    roots = sorted({str(r.directory.parent) for r in results})
+    table = Table(title="edgeopt build", title_justify="left",
+                  caption=f"artifacts in {', '.join(roots)}/<profile>/ (manifest.json, reference.npz)",
+                  caption_justify="left")
+    for col in ("profile", "format", "bytes", "accuracy", "top-1 agree", "max |diff|", "status"):
+        table.add_column(col, justify="left" if col in ("profile", "format", "status") else "right", no_wrap=True)
+    for r in results:
+        for a in r.manifest["artifacts"]:
+            m = a.get("metrics") or {}
+            acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
+            agree = f"{m['top1_agreement']:.4f}" if m else "-"
+            diff = f"{m['max_abs_diff']:.4f}" if m else "-"
+            table.add_row(r.profile, a["format"], f"{a['bytes']:,}", acc, agree, diff,
+                          "cached" if r.cached else f"built {r.seconds:.1f} s")
+        for sk in r.manifest.get("skipped", []):
+            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", f"skipped: {sk['reason']}")
+    console.print(table)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgeopt.build import BuildRequest, build
+    from edgeopt.config import load_profile, load_target
+
+    if args.search:
+        with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
+            return run_from_args(args, rep)
+    target = load_target(args.target)
+    names = [n for p in (args.profile or []) for n in p.split(",") if n] or target.default_profiles
+    if names == ["all"]:
+        from edgeopt.config import available
+
+        names = sorted(available("profiles"))
+    profiles = [load_profile(n) for n in names]
+    req = BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
+                       train=args.train, out=Path(args.out), force=args.force)
+    t0 = time.perf_counter()
+    with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
+        results = build(req, rep)
+    if args.json:
+        print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
+                         indent=2))
+    else:
+        print_build(results, stdout_console())
+    return 0
+
+
+def print_search(result: SearchResult, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    table = Table(title=f"edgeopt search — target {result.target}, objective {result.objective}, "
+                        f"max accuracy drop {result.max_accuracy_drop:g} pp", title_justify="left")
+    cols = ["candidate", result.metric, "drop pp", "bytes", "gzip bytes", "sparsity", "p50 ms"]
+    if result.energy_measured:
+        cols.append("mJ/inference")
+    cols += ["front", ""]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("candidate", "front", "") else "right")
+    best = (result.recommended or {}).get("candidate")
+    for r in sorted(result.rows, key=lambda r: (not r["pareto"], r["candidate"])):
+        cells = [r["candidate"], _f(r["accuracy"], "{:.4f}"), _f(r["accuracy_drop_pp"], "{:+.2f}"),
+                 f"{r['bytes']:,}", _f(r["bytes_gzip"], "{:,}"), _f(r["weight_sparsity"], "{:.1%}"),
+                 _f(r["latency_p50_ms"], "{:.3f}")]
+        if result.energy_measured:
+            cells.append(_f(r["energy_per_inference_j"] and r["energy_per_inference_j"] * 1e3, "{:.4f}"))
+        cells += ["*" if r["pareto"] else "", "recommended" if r["candidate"] == best else
+                  ("over budget" if not r.get("within_budget") else "")]
+        table.add_row(*cells)
+    console.print(table)
+    if result.recommended:
+        console.print(f"recommended: {result.recommended['candidate']} ({result.recommended['why']})")
+    for n in result.notes:
+        console.print(f"note: {n}")
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
+    """``edgeopt build --search``: cmd_build calls this when ``args.search``."""
+    from edgeopt.build.search import run_search
+    from edgeopt.report.search import plot_pareto, write_search_html
+
+    profiles = [n for p in (getattr(args, "profile", None) or []) for n in p.split(",") if n] or None
+    result = run_search(args.target, model=args.model, data=args.data, eval=args.eval,
+                        train=getattr(args, "train", None), out=Path(args.out), results=Path(args.results),
+                        profiles=profiles, max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
+                        runs=args.search_runs, force=args.force, reporter=reporter)
+    if args.plot:
+        plot_pareto(result, Path(args.plot))
+    if getattr(args, "html", None):
+        write_search_html(result, Path(args.html))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        from rich.console import Console
+
+        print_search(result, Console(highlight=False, width=200))
+        if args.plot:
+            print(f"plot: {args.plot}")
+        if getattr(args, "html", None):
+            print(f"report: {args.html}")
+    return 0 if result.recommended else 1
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from edgeopt.config import list_targets
+
+    targets = list_targets()
+    if args.json:
+        print(json.dumps([t.model_dump() for t in targets], indent=2))
+        return 0
+    for t in targets:
+        where = t.transport if t.transport != "ssh" else f"ssh {t.connection.user}@{t.connection.host}"
+        print(f"{t.name:<16} {t.machine:<8} {where:<28} {','.join(t.formats):<12} {t.description}")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from edgeopt.config import list_profiles
+
+    profiles = list_profiles()
+    if args.json:
+        print(json.dumps([p.model_dump() for p in profiles], indent=2))
+        return 0
+    for p in profiles:
+        print(f"{p.name:<16} {p.description}")
+    return 0
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``build``, ``targets`` and ``profiles``."""
+    from edgeopt.build.search import OBJECTIVES
+
+    b = sub.add_parser("build", help="convert a model into TFLite/ONNX artifacts for a target and profiles")
+    b.add_argument("model", nargs="?", help=".keras/.h5/.onnx file or SavedModel dir (default: bundled MNIST example)")
+    b.add_argument("--target", "-t", default="local", help="target name or YAML file (default: local)")
+    b.add_argument("--profile", "-p", action="append",
+                   help="profile name(s), repeatable or comma-separated; 'all' (default: the target's defaults)")
+    b.add_argument("--data", help="calibration data: .npz with x, folder of .npy, or module:function")
+    b.add_argument("--eval", help="eval data (x, and y for accuracy): same forms as --data")
+    b.add_argument("--train", help="training data for the pruned/distilled/qat profiles (.npz with x, y; same "
+                   "forms as --data; the bundled example brings its own)")
+    b.add_argument("--out", default="artifacts", help="output root (default: ./artifacts)")
+    b.add_argument("--force", action="store_true", help="rebuild even when the cache says up to date")
+    b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
+    b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
+    add_search_arguments(b, OBJECTIVES)
+    b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("targets", help="list the targets (devices) defined")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_targets)
+    p = sub.add_parser("profiles", help="list the profiles (optimisation recipes) defined")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles)
+
+
+def add_search_arguments(build_parser: argparse.ArgumentParser, objectives: tuple[str, ...]) -> None:
+    """The ``edgeopt build`` options of the search (``--train`` is a plain build option)."""
+    g = build_parser.add_argument_group("search (pick the best profile for the target from measured numbers)")
+    g.add_argument("--search", action="store_true",
+                   help="build the candidate profiles (the target's defaults + pruned/distilled/qat int8, or "
+                        "--profile), benchmark each on the target, print the Pareto front and the recommendation")
+    g.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
+                   help="accuracy budget in percentage points below the float model (default 1.0)")
+    g.add_argument("--objective", choices=list(objectives), default="latency",
+                   help="what the recommendation optimises among the front candidates within budget: latency (p50), "
+                        "size (bytes), download (gzip bytes), energy (per inference), accuracy (default latency)")
+    g.add_argument("--search-runs", type=int, default=50, metavar="N", help="timed runs per candidate (default 50)")
+    g.add_argument("--results", default="results", metavar="DIR", help="results directory for the search's "
+                   "benchmark (default ./results)")
+    g.add_argument("--plot", metavar="PNG", help="write the accuracy/latency/size plot here")
+    g.add_argument("--html", metavar="FILE", help="write the table and the plot as one self-contained HTML file")

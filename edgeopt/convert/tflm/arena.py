@@ -1,0 +1,96 @@
+"""The tensor arena: the exact size measured with the real TFLM interpreter, the stated margin on top of it, and
+the static estimate of ``edgeopt.analyze.memory_plan`` set next to it.
+
+The exact arena is the smallest size with which ``AllocateTensors()`` and ``Invoke()`` on the sample both succeed,
+found by doubling then bisection (``find_exact_arena()``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt.analyze import memory_plan
+from edgeopt.convert.tflm.runtime import first_tflm_error, try_arena
+from edgeopt.errors import ConversionError
+
+# Stated allowances (documented in docs/tflm.md and in the bundle's README).
+MARGIN_FRACTION = 0.10
+MARGIN_MIN_BYTES = 1024
+MARGIN_RULE = f"max({int(MARGIN_FRACTION * 100)}% of exact, {MARGIN_MIN_BYTES} B), rounded up to 16 B"
+MAX_ARENA_BYTES = 256 * 1024 * 1024
+EXACT_MEANS = ("smallest arena with which the real TFLite Micro interpreter (64-bit host build, "
+               "reference kernels) ran AllocateTensors() and Invoke() on the sample")
+SEARCH_METHOD = "doubling then bisection, 1-byte resolution"
+
+
+def align(n: int, a: int = 16) -> int:
+    """``n`` rounded up to a multiple of ``a``."""
+    return (int(n) + a - 1) // a * a
+
+
+def margin_for(exact: int) -> int:
+    """The margin added to an exact arena of ``exact`` bytes (see ``MARGIN_RULE``)."""
+    return align(max(MARGIN_MIN_BYTES, int(np.ceil(MARGIN_FRACTION * exact))))
+
+
+def recommended_arena(exact: int) -> int:
+    """The arena the firmware allocates: exact + margin, 16-byte aligned."""
+    return align(exact + margin_for(exact))
+
+
+def static_estimate(model: bytes) -> dict[str, Any]:
+    """edgeopt's static arena estimate (``edgeopt.analyze.memory_plan.estimate``)."""
+    return memory_plan.estimate(model)
+
+
+def find_exact_arena(model: bytes, sample_q: np.ndarray, start: int = 4096) -> tuple[int, dict[str, Any]]:
+    """Smallest arena (bytes) that allocates and runs: doubling, then bisection on [fails, works]."""
+    hi, probes = max(int(start), 64), 0
+    while True:
+        ok, log = try_arena(model, hi, sample_q)
+        probes += 1
+        if ok:
+            break
+        if hi >= MAX_ARENA_BYTES:
+            raise ConversionError(f"TensorFlow Lite Micro cannot run the model even with a {hi >> 20} MiB arena: "
+                                  f"{first_tflm_error(log)}", "check the model's ops and types in docs/tflm.md")
+        hi = min(hi * 2, MAX_ARENA_BYTES)
+    lo = 0  # assumed to fail
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, _ = try_arena(model, mid, sample_q)
+        probes += 1
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+    return hi, {"probes": probes}
+
+
+def arena_summary(exact: int, search: dict[str, Any], allocs: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``arena`` section: exact and recommended size, margin, and TFLM's head/tail breakdown."""
+    recommended = recommended_arena(exact)
+    return {
+        "exact_bytes": exact,
+        "exact_means": EXACT_MEANS,
+        "search": {"method": SEARCH_METHOD, **search},
+        "margin_bytes": recommended - exact, "margin_rule": MARGIN_RULE, "recommended_bytes": recommended,
+        "head_bytes": allocs.get("head_bytes"), "tail_bytes": allocs.get("tail_bytes"),
+        "recorded_total_bytes": allocs.get("total_bytes"),
+        "tail_categories": allocs.get("tail_categories", {}),
+    }
+
+
+def estimate_vs_exact(static: dict[str, Any], exact: int, allocs: dict[str, Any]) -> dict[str, Any]:
+    """The static estimate with a ``vs_exact`` comparison against the measured arena (total and head)."""
+    exact_head = allocs.get("head_bytes")
+    est = dict(static)
+    est["vs_exact"] = {
+        "total_diff_bytes": static["total_bytes"] - exact,
+        "total_ratio": round(static["total_bytes"] / exact, 4),
+        "head_diff_bytes": None if exact_head is None else static["head_bytes"] - exact_head,
+        "head_ratio": None if not exact_head else round(static["head_bytes"] / exact_head, 4),
+    }
+    return est

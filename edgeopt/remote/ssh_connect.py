@@ -1,0 +1,167 @@
+"""Opening an SSH connection, and turning each way it can fail into one line that says what to fix.
+
+Authentication uses ssh-agent and the usual key files (paramiko's ``allow_agent``/``look_for_keys``) plus an
+explicit key file; passwords are never used. Host keys are checked by :mod:`edgeopt.remote.host_keys`. Every
+failure becomes :class:`~edgeopt.errors.RemoteError` (with a hint) or :class:`~edgeopt.errors.HostKeyError`;
+key contents and secrets never appear in messages.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import paramiko
+from paramiko.ssh_exception import (
+    AuthenticationException,
+    BadAuthenticationType,
+    BadHostKeyException,
+    NoValidConnectionsError,
+    PasswordRequiredException,
+    SSHException,
+)
+
+from edgeopt.errors import HostKeyError, RemoteError
+from edgeopt.remote.host_keys import HostKeyPolicy, changed_host_key_error
+from edgeopt.remote.ssh_config import ResolvedConnection
+
+
+def describe_connect_error(conn: ResolvedConnection, exc: BaseException) -> RemoteError | None:
+    """Turn a connection failure into a one-line typed error (``None``: not a connection failure)."""
+    where = f"{conn.hostname}:{conn.port}"
+    via = f" (alias {conn.alias!r})" if conn.alias != conn.hostname else ""
+    if isinstance(exc, BadHostKeyException):
+        return changed_host_key_error(conn.known_hosts, conn.host_key_name, exc)
+    if isinstance(exc, UnicodeError):  # raised by the idna codec before any lookup
+        return RemoteError(
+            f"invalid host name {conn.hostname!r}{via}", "check the spelling and the HostName in your SSH config"
+        )
+    if isinstance(exc, socket.gaierror):
+        return RemoteError(
+            f"cannot resolve host name {conn.hostname!r}{via}: {exc.strerror or exc}",
+            "check the spelling, the HostName in your SSH config, and DNS/mDNS on this network",
+        )
+    if isinstance(exc, NoValidConnectionsError):
+        errnos = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if errno.ECONNREFUSED in errnos:
+            return RemoteError(
+                f"connection refused by {where}{via}",
+                f"nothing listens on port {conn.port}: is sshd running on the device, and is the port right?",
+            )
+        return _unreachable(where, via)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return RemoteError(
+            f"timed out connecting to {where}{via} after {conn.connect_timeout:g} s",
+            "the host does not answer: check it is powered on, the address, and firewalls",
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return RemoteError(
+            f"connection refused by {where}{via}",
+            f"nothing listens on port {conn.port}: is sshd running on the device, and is the port right?",
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
+        return _unreachable(where, via)
+    if isinstance(exc, PasswordRequiredException):
+        return RemoteError(
+            f"authentication failed for user {conn.user!r} on {where}{via}: a private key is passphrase-protected",
+            "load it into ssh-agent (ssh-add) — edgeopt never asks for passphrases",
+        )
+    if isinstance(exc, BadAuthenticationType):
+        allowed = ", ".join(exc.allowed_types) or "none"
+        return RemoteError(
+            f"authentication failed for user {conn.user!r} on {where}{via}: "
+            f"the server does not accept keys (allows: {allowed})",
+            "enable PubkeyAuthentication on the device and install your public key (ssh-copy-id)",
+        )
+    if isinstance(exc, AuthenticationException):
+        return RemoteError(
+            f"authentication failed for user {conn.user!r} on {where}{via} (tried: {conn.auth_methods_tried()})",
+            "check the user name and that your public key is in ~/.ssh/authorized_keys on the device "
+            "(ssh-copy-id); a passphrase-protected key must be loaded into ssh-agent",
+        )
+    if isinstance(exc, (SSHException, EOFError)):
+        text = str(exc) or type(exc).__name__
+        if "banner" in text.lower():
+            return RemoteError(
+                f"{where}{via} accepted the connection but sent no SSH banner within {conn.connect_timeout:g} s",
+                "is an SSH server on that port? the device may be overloaded",
+            )
+        return RemoteError(f"SSH connection to {where}{via} failed: {text}", "check the device's sshd log")
+    if isinstance(exc, OSError):
+        return RemoteError(
+            f"cannot connect to {where}{via}: {exc.strerror or exc}", "check the address and the network"
+        )
+    return None
+
+
+def _unreachable(where: str, via: str) -> RemoteError:
+    return RemoteError(
+        f"host {where}{via} is unreachable",
+        "check the device is powered on and on the same network (ping it)",
+    )
+
+
+def open_client(conn: ResolvedConnection) -> tuple[paramiko.SSHClient, str | None]:
+    """Connect and authenticate to ``conn``, checking its host key against known_hosts. Returns the client and
+    the fingerprint of a host key that accept-new recorded (``None``: the key was already known). Every failure
+    is a one-line :class:`~edgeopt.errors.RemoteError` or :class:`~edgeopt.errors.HostKeyError`."""
+    client = paramiko.SSHClient()
+    try:
+        if conn.known_hosts.is_file():
+            client.load_host_keys(str(conn.known_hosts))
+    except (OSError, paramiko.hostkeys.InvalidHostKey, SSHException) as exc:
+        client.close()
+        raise HostKeyError(
+            f"cannot read known_hosts file {conn.known_hosts}: {exc}", "fix or remove the broken line"
+        ) from exc
+    policy = HostKeyPolicy(conn.known_hosts, conn.accept_new_host_key)
+    client.set_missing_host_key_policy(policy)
+    timeout = conn.connect_timeout
+    # We open the TCP connection ourselves so that the connect timeout, the banner timeout and paramiko's
+    # negotiation window are separate (paramiko uses one ``timeout`` for the socket and for start_client,
+    # and start_client gives up silently, hiding the real cause).
+    sock: socket.socket | paramiko.ProxyCommand
+    try:
+        if conn.proxy_command:
+            sock = paramiko.ProxyCommand(conn.proxy_command)
+        else:
+            sock = socket.create_connection((conn.hostname, conn.port), timeout=timeout)
+            # SFTP is many small request/response round trips: without this, delayed ACKs stall each ~40 ms
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, UnicodeError, SSHException) as exc:
+        client.close()
+        raise (describe_connect_error(conn, exc) or RemoteError(str(exc))) from exc
+    try:
+        client.connect(
+            conn.hostname,
+            port=conn.port,
+            username=conn.user,
+            key_filename=list(conn.key_filenames) or None,
+            timeout=max(2 * timeout, timeout + 5),  # the whole key exchange
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            allow_agent=conn.allow_agent,
+            look_for_keys=conn.look_for_keys,
+            sock=sock,
+        )
+    except BaseException as exc:
+        cause: BaseException = exc
+        inner = client.get_transport()
+        saved = inner.get_exception() if inner is not None else None
+        if saved is not None and isinstance(exc, SSHException) and not isinstance(exc, AuthenticationException):
+            cause = saved  # the transport thread's reason (e.g. no banner)
+        elif isinstance(exc, SSHException) and "No existing session" in str(exc):
+            cause = SSHException(f"SSH negotiation did not finish within {max(2 * timeout, timeout + 5):g} s")
+        client.close()
+        sock.close()
+        if isinstance(exc, (HostKeyError, RemoteError)):
+            raise
+        mapped = describe_connect_error(conn, cause)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+    return client, policy.recorded

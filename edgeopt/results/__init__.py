@@ -1,0 +1,1 @@
+"""Results: the store (:mod:`.store`, SQLite embedded) and the one reader of result documents (:mod:`.reader`)."""
