@@ -28,12 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _common import cpu_busy_seconds, example_artifacts  # noqa: E402
+from sshd import SshServer  # noqa: E402
+
 from edgeopt.ci import CIOptions, latency_gate, run_ci  # noqa: E402
-from edgeopt.results.reader import samples  # noqa: E402
 from edgeopt.ci.gate import REGRESSION, compare_latency  # noqa: E402
 from edgeopt.config.lab import Gates  # noqa: E402
-from sshd import SshServer  # noqa: E402
-from _common import cpu_busy_seconds, example_artifacts  # noqa: E402
+from edgeopt.results.reader import samples  # noqa: E402
 
 GOAL_RATIO = 1.3
 

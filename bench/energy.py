@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from agent import cache_dir, mobilenet_v2  # noqa: E402 (bench/agent.py: the cached MobileNetV2)
-from edgeopt.bench.zipapp import build_zipapp  # noqa: E402
 from sysfs_fixtures import PowerDriver, SysfsTree  # noqa: E402
+
+from edgeopt.bench.zipapp import build_zipapp  # noqa: E402
 
 GOAL_ACCURACY = 0.02
 GOAL_OVERHEAD = 1.02

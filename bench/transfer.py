@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from edgeopt.bench import BenchOptions, bench  # noqa: E402
-from sshd import SshServer  # noqa: E402
 from _common import cpu_busy_seconds, example_artifacts  # noqa: E402
+from sshd import SshServer  # noqa: E402
+
+from edgeopt.bench import BenchOptions, bench  # noqa: E402
 
 GOAL_RATIO = 1.3
 

@@ -120,11 +120,11 @@ def ensure_agent_models(python: str | None = None) -> AgentModels:
 
 
 def _build(out: Path) -> None:
-    import numpy as np
-    import tensorflow as tf
     import keras
-    import tf2onnx
+    import numpy as np
     import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
     from ai_edge_litert.interpreter import Interpreter
     from sklearn.datasets import load_digits
 

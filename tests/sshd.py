@@ -121,7 +121,7 @@ class SshServer:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @classmethod
-    def start(cls, root: Path, *, timeout: float = 10.0, attempts: int = 3) -> "SshServer":
+    def start(cls, root: Path, *, timeout: float = 10.0, attempts: int = 3) -> SshServer:
         binary = find_sshd()
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ class SshServer:
         if proc.stderr:
             proc.stderr.close()
 
-    def __enter__(self) -> "SshServer":
+    def __enter__(self) -> SshServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

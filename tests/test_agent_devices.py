@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from agent_models import AgentModels, ensure_agent_models, sha256_file
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
+
 from edgeopt.bench.zipapp import build_zipapp
 
 pytestmark = pytest.mark.slow

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
-from edgeopt.bench import BenchOptions, bench
-from edgeopt.cli.console import RichProgress
-from edgeopt.errors import ArtifactMissing
-from edgeopt.cli import main, parser
-from edgeopt.errors import ConfigError
-from edgeopt.results.store import open_store
 from sshd import SshServer, free_port
+
+from edgeopt.bench import BenchOptions, bench
+from edgeopt.cli import main, parser
+from edgeopt.cli.console import RichProgress
+from edgeopt.errors import ArtifactMissing, ConfigError
+from edgeopt.results.store import open_store
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 

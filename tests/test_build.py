@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeopt.analyze.evaluate import run_onnx, run_tflite
 from edgeopt.artifacts.files import sha256_file
 from edgeopt.build import BuildRequest, build
 from edgeopt.config import load_profile, load_target
-from edgeopt.analyze.evaluate import run_onnx, run_tflite
 
 pytestmark = pytest.mark.slow
 PROFILES = ["fp32", "fp16", "dynamic", "int8", "int8-float-io"]

@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from device_envs import ensure_env
+from sshd import free_port
+
 from edgeopt.ci import EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, CIOptions, run_ci
 from edgeopt.report.write import write_reports
 from edgeopt.results.store import open_store
-from sshd import free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 

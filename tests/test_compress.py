@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeopt.analyze.evaluate import run_tflite
 from edgeopt.build import BuildRequest, build, build_key
 from edgeopt.config import load_profile, load_target
 from edgeopt.errors import ConfigError, ConversionError, DataError, EdgeoptError
-from edgeopt.analyze.evaluate import run_tflite
 
 pytestmark = pytest.mark.slow
 PROFILES = ["int8", "pruned-int8", "distilled-int8", "qat-int8"]

@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.config import (Target, apply_connection_overrides, available, list_profiles, list_targets,
-                            load_model_file, load_profile, load_target)
+from edgeopt.config import (
+    Target,
+    apply_connection_overrides,
+    available,
+    list_profiles,
+    list_targets,
+    load_model_file,
+    load_profile,
+    load_target,
+)
 from edgeopt.errors import ConfigError
 
 REQUIRED_TARGETS = {"local", "rpi4", "rpi5", "android-arm64", "cortex-m7"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.inputs.data import check_against_model, example_split, load_dataset
 from edgeopt.errors import DataError
+from edgeopt.inputs.data import check_against_model, example_split, load_dataset
 
 
 def test_npz_folder_and_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

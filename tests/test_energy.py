@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sysfs_fixtures import PMIC_FIXED_W, SysfsTree, pmic_text, write
 
 from edgeopt.agent import energy
 from edgeopt.agent.energy import SensorError, SensorUnavailable
 from edgeopt.agent.timing import Periodic
-from sysfs_fixtures import PMIC_FIXED_W, SysfsTree, pmic_text, write
 
 
 @pytest.fixture

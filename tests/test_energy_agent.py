@@ -19,11 +19,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from agent_models import AgentModels, ensure_agent_models, sha256_file
 from device_envs import DeviceEnv, EnvUnavailable, ensure_env
-from edgeopt.bench.zipapp import build_zipapp
 from sysfs_fixtures import PowerDriver, SysfsTree, write
+
+from edgeopt.bench.zipapp import build_zipapp
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from edgeopt.bench import bench
 from sysfs_fixtures import PowerDriver, SysfsTree
 from test_bench import Lab, _agent_processes, agent_cache, built, envs, lab  # noqa: F401 - fixtures
+
+from edgeopt.bench import bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 

@@ -7,8 +7,18 @@ import numpy as np
 import pytest
 
 from edgeopt.ci import ERROR, INVALID, NEW, evaluate
-from edgeopt.ci.gate import (IMPROVED, PASS, REGRESSION, SKIPPED, LatencyGate, accuracy_drop, bootstrap_median_ratio,
-                          compare_latency, mann_whitney_u, relative_increase)
+from edgeopt.ci.gate import (
+    IMPROVED,
+    PASS,
+    REGRESSION,
+    SKIPPED,
+    LatencyGate,
+    accuracy_drop,
+    bootstrap_median_ratio,
+    compare_latency,
+    mann_whitney_u,
+    relative_increase,
+)
 from edgeopt.config.lab import Gates
 from edgeopt.report.plots import pareto_front
 

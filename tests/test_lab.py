@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.errors import ConfigError
 from edgeopt.config.lab import load_lab
-from edgeopt.errors import LockTimeout
-from edgeopt.remote.lock import DeviceLock
+from edgeopt.errors import ConfigError, LockTimeout
 from edgeopt.remote.local import LocalTransport
+from edgeopt.remote.lock import DeviceLock
 
 LAB = """
 name: bench-lab

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.errors import AgentError, RemoteError
-from edgeopt.remote import DeviceSession, LocalTransport, Result, Transport, quote_argv
 from edgeopt.artifacts import sha256_file
-from edgeopt.errors import AgentFailed
+from edgeopt.errors import AgentError, AgentFailed, RemoteError
+from edgeopt.remote import DeviceSession, LocalTransport, Result, Transport, quote_argv
 
 WEIRD = "a b'c\"d;touch INJECTED;$(touch INJECTED2)"
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeopt.errors import HostKeyError, RemoteError
 from edgeopt.artifacts import sha256_file
-from edgeopt.errors import AgentFailed
+from edgeopt.errors import AgentFailed, HostKeyError, RemoteError
 from edgeopt.remote.session import DeviceSession
 from edgeopt.remote.ssh import ConnectionSpec, SSHTransport, describe_connect_error, fingerprint
 from edgeopt.remote.transport import Result, Transport

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from sshd import free_port
 
 from edgeopt.bench import BenchOptions, bench
 from edgeopt.cli import main
 from edgeopt.report import render_table, result_row
-from sshd import free_port
 
 pytestmark = pytest.mark.slow
 

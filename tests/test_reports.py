@@ -12,11 +12,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from test_ci import junit_counts, release_artifacts
 
 from edgeopt.ci import CIOptions, load_baseline_file, run_ci
-from edgeopt.report.write import write_reports
 from edgeopt.cli import main
-from test_ci import junit_counts, release_artifacts
+from edgeopt.report.write import write_reports
 
 pytestmark = pytest.mark.slow
 IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from edgeopt.errors import ConfigError
-from edgeopt.build.search import SearchResult, pareto, recommend, run_search
-from edgeopt.report.search import plot_pareto
 from test_compress import PROFILES, build_compression
+
+from edgeopt.build.search import SearchResult, pareto, recommend, run_search
+from edgeopt.errors import ConfigError
+from edgeopt.report.search import plot_pareto
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sysfs_fixtures import SysfsTree, write
 
 from edgeopt.agent import state, sysinfo
-from sysfs_fixtures import SysfsTree, write
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess

@@ -179,10 +179,11 @@ def lifetimes(graph: Graph) -> list[Buffer]:
     for t in graph.outputs:
         last[t] = max(n_ops - 1, 0)
     out = []
-    for t in graph.tensors:
-        if t.constant or t.variable or t.index not in first or t.bytes == 0:
+    for tensor in graph.tensors:
+        if tensor.constant or tensor.variable or tensor.index not in first or tensor.bytes == 0:
             continue
-        out.append(Buffer(t.index, _align(t.bytes), first[t.index], last.get(t.index, first[t.index])))
+        out.append(Buffer(tensor.index, _align(tensor.bytes), first[tensor.index],
+                          last.get(tensor.index, first[tensor.index])))
     return out
 
 

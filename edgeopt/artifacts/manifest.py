@@ -20,7 +20,7 @@ class Manifest(dict[str, Any]):
     """The manifest of one ``<target>/<profile>/`` directory."""
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
+    def read(cls, directory: Path) -> Manifest:
         """Raises ``OSError`` (missing, unreadable) or ``ValueError`` (not a JSON object)."""
         doc = read_json(Path(directory) / MANIFEST_FILE)
         if not isinstance(doc, dict):

@@ -22,7 +22,7 @@ class RunContext:
     """Shared by the device workers of one run."""
 
     def __init__(self, opts: BenchOptions, run_id: str, agent: Path, agent_sha: str,
-                 on_result: Callable[[dict[str, Any]], None], progress: Progress) -> None:
+                 on_result: Callable[[dict[str, Any]], object], progress: Progress) -> None:
         self.opts = opts
         self.run_id = run_id
         self.agent = agent
@@ -116,16 +116,17 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
                 continue
             transfer = doc["transfer"]
 
+            # push() runs within this iteration only: it may use this iteration's session and transfer
             def push(path: Path, sha: str | None, what: str) -> str:
-                assert session is not None
+                assert session is not None  # noqa: B023
                 key = (sha or "", path.name)
                 if sha and key in verified:  # verified on the device by this session moments ago (e.g. the
                     return verified[key]     # reference shared by a profile's tflite and onnx artifacts)
                 ctx.progress.upload(name, path.name, 0, path.stat().st_size)
-                remote = session.ensure_file(
+                remote = session.ensure_file(  # noqa: B023
                     path, sha, progress=lambda done, total: ctx.progress.upload(name, path.name, done, total))
-                transfer[what] += session.last_sent
-                transfer["total"] += session.last_sent
+                transfer[what] += session.last_sent  # noqa: B023
+                transfer["total"] += session.last_sent  # noqa: B023
                 if sha:
                     verified[key] = remote
                 return remote
@@ -141,6 +142,7 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
                 ref_remote = push(job.reference, job.reference_sha256, "reference") if job.reference else None
                 ctx.progress.running(name, job.label, i, count)
                 argv = agent_argv(plan, ctx, agent_remote, job, model_remote, ref_remote, threads)
+                assert session is not None  # opened before agent_remote was first set
                 agent = session.run_json(argv, timeout=ctx.opts.timeout)
                 if not isinstance(agent, dict) or agent.get("command") != "run":
                     raise AgentFailed(f"the agent on {transport.description} printed an unexpected document",

@@ -11,9 +11,9 @@ import json
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -21,8 +21,8 @@ from edgeopt import __version__
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
 from edgeopt.config import Profile, Target
-from edgeopt.inputs.data import Dataset, check_against_model, load_dataset
 from edgeopt.errors import ConversionError, EdgeoptError
+from edgeopt.inputs.data import Dataset, check_against_model, load_dataset
 from edgeopt.inputs.model import SourceModel, example_model_path, open_model
 from edgeopt.paths import shipped
 
@@ -86,7 +86,8 @@ class BuildResult:
 
 def formats_for(target: Target, profile: Profile, src_kind: str) -> tuple[list[str], list[dict[str, str]]]:
     """The formats this build makes, and the ones it cannot make (with the reason)."""
-    made, skipped = [], []
+    made: list[str] = []
+    skipped: list[dict[str, str]] = []
     for fmt in target.formats:
         if fmt == "tflite" and not profile.tflite.enabled or fmt == "onnx" and not profile.onnx.enabled:
             skipped.append({"format": fmt, "reason": f"profile {profile.name} disables {fmt}"})
@@ -200,9 +201,10 @@ class Pipeline:
         if any(d is None for d in src.input_shape):
             raise ConversionError(f"model input shape {src.input_shape} has unknown dims and no data was given",
                                   "pass --data or --eval so reference inputs have a shape")
+        shape = cast("tuple[int, ...]", src.input_shape)  # no None dims: checked above
         rng = np.random.default_rng(0)
-        x = rng.random((8, *src.input_shape), dtype=np.float32) if np.dtype(src.input_dtype).kind == "f" \
-            else rng.integers(0, 127, (8, *src.input_shape)).astype(src.input_dtype)
+        x = rng.random((8, *shape), dtype=np.float32) if np.dtype(src.input_dtype).kind == "f" \
+            else rng.integers(0, 127, (8, *shape)).astype(src.input_dtype)
         return x, None, "random"
 
     def _build_one(self, src: SourceModel, profile: Profile, key: str, calib: Dataset | None,
@@ -245,7 +247,8 @@ class Pipeline:
                 if fmt == "tflite":
                     from edgeopt.convert.tflite import convert_tflite
 
-                    timed("tflite", lambda: convert_tflite(src, profile.tflite, out, calibration=calib_x,
+                    timed("tflite", lambda: convert_tflite(src, profile.tflite, out,  # noqa: B023 (called now)
+                                                           calibration=calib_x,
                                                            calibration_samples=n_cal,
                                                            static_batch=target.static_batch))
                 else:
@@ -267,7 +270,7 @@ class Pipeline:
                 "profile": profile.name,
                 "profile_description": profile.description,
                 "build_key": key,
-                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "build_seconds": round(time.perf_counter() - t0, 3),
                 "static_batch": target.static_batch,
                 "source": teacher.describe(),
@@ -317,10 +320,13 @@ class Pipeline:
         from edgeopt.analyze.evaluate import compare, run_artifact
 
         if fmt == "tflite":
-            from edgeopt.analyze.tflite import inspect
+            from edgeopt.analyze.tflite import inspect as inspect_tflite
+
+            info = inspect_tflite(path.read_bytes())
         else:
-            from edgeopt.analyze.onnx import inspect  # type: ignore[assignment]
-        info = inspect(path) if fmt == "onnx" else inspect(path.read_bytes())
+            from edgeopt.analyze.onnx import inspect as inspect_onnx
+
+            info = inspect_onnx(path)
         try:
             reference[f"y_{fmt}"] = run_artifact(path, fmt, reference["x"])
             metrics = None
@@ -343,7 +349,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle: bool
     return buf.getvalue()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from edgeopt.bench import BenchOptions, bench
 from edgeopt.build.pipeline import BuildRequest, build
@@ -129,6 +129,7 @@ def recommend(rows: list[dict[str, Any]], objective: str, max_drop: float) -> di
         r["within_budget"] = r["accuracy_drop_pp"] is not None and r["accuracy_drop_pp"] <= max_drop
     if not ok:
         return None
+    key: Callable[[dict[str, Any]], tuple[Any, ...]]
     if objective == "accuracy":
         key = lambda r: (-r["accuracy"], r["latency_p50_ms"], r["bytes"])  # noqa: E731
     else:

@@ -20,8 +20,7 @@ Flow (docs/ci.md):
 from edgeopt.ci.baseline import Baseline, load_baseline_file, resolve_baseline
 from edgeopt.ci.compare import compare_runs
 from edgeopt.ci.judge import evaluate, judge, latency_gate
-from edgeopt.ci.model import (ERROR, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, INVALID, NEW, CIOptions, CIResult,
-                              Cell)
+from edgeopt.ci.model import ERROR, EXIT_INFRA, EXIT_PASS, EXIT_REGRESSION, INVALID, NEW, Cell, CIOptions, CIResult
 from edgeopt.ci.progress import CIProgress
 from edgeopt.ci.run import run_ci
 

@@ -71,7 +71,8 @@ def _norm_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "greater") -> tuple[float, float]:
+def mann_whitney_u(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                   alternative: str = "greater") -> tuple[float, float]:
     """Mann–Whitney U of ``x`` against ``y`` and its p-value (normal approximation, tie-corrected variance,
     continuity correction 0.5 — what ``scipy.stats.mannwhitneyu(x, y, alternative=..., method="asymptotic")``
     computes). ``alternative="greater"``: x tends to be larger than y. Returns (U of x, p)."""
@@ -111,8 +112,9 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "g
     return float(u1), float(min(max(p, 0.0), 1.0))
 
 
-def bootstrap_median_ratio(baseline: Sequence[float], current: Sequence[float], *, resamples: int = 2000,
-                           confidence: float = 0.98, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_median_ratio(baseline: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray, *,
+                           resamples: int = 2000, confidence: float = 0.98, seed: int = 0
+                           ) -> tuple[float, float, float]:
     """(point estimate, low, high) of median(current) / median(baseline), percentile bootstrap: each side is
     resampled with replacement independently. Deterministic for a given seed."""
     b = np.asarray(baseline, dtype=float)
@@ -207,7 +209,8 @@ def relative_increase(gate: str, what: str, unit: str, baseline: float | None, c
                      baseline, current)
     if max_increase is not None and baseline is not None and baseline > 0:
         change = current / baseline - 1.0
-        text = f"{what} {baseline:,.6g} → {current:,.6g} {unit} ({change * 100:+.1f}%, limit +{max_increase * 100:.1f}%)"
+        text = (f"{what} {baseline:,.6g} → {current:,.6g} {unit} "
+                f"({change * 100:+.1f}%, limit +{max_increase * 100:.1f}%)")
         if change > max_increase:
             return Check(gate, REGRESSION, f"{what} regressed: {text[len(what) + 1:]}", baseline, current)
         return Check(gate, PASS, text, baseline, current)

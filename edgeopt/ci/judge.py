@@ -5,11 +5,29 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgeopt.ci.gate import IMPROVED, PASS, REGRESSION, Check, LatencyGate, accuracy_drop, compare_latency, relative_increase
+from edgeopt.ci.gate import (
+    IMPROVED,
+    PASS,
+    REGRESSION,
+    Check,
+    LatencyGate,
+    accuracy_drop,
+    compare_latency,
+    relative_increase,
+)
 from edgeopt.ci.model import ERROR, INVALID, NEW, Cell
 from edgeopt.config.lab import Gates
-from edgeopt.results.reader import (accuracy, agent_valid, cell_key, energy_per_inference, get, invalid_reasons,
-                                    number, samples, usable)
+from edgeopt.results.reader import (
+    accuracy,
+    agent_valid,
+    cell_key,
+    energy_per_inference,
+    get,
+    invalid_reasons,
+    number,
+    samples,
+    usable,
+)
 
 
 def latency_gate(gates: Gates) -> LatencyGate | None:

@@ -4,12 +4,12 @@ again, latency regressions confirmed by a re-measure; everything stored; the ver
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 import logging
 import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from edgeopt import __version__
@@ -80,7 +80,7 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
                 lock_transport = open_transport(plan)
                 description = lock_transport.description
                 path = f"{remote_workdir(plan, lock_transport.home())}/lock"
-                waited = []
+                waited: list[dict[str, Any]] = []
 
                 def on_wait(holder: Any) -> None:
                     if not waited:

@@ -77,7 +77,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run.exit_code
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench``."""
     b = sub.add_parser("bench", help="run artifacts on devices (push by hash, run the agent, store results)",
                        description="Benchmark built artifacts (or ready .tflite/.onnx files) on one or more "

@@ -149,7 +149,7 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``build``, ``targets`` and ``profiles``."""
     from edgeopt.build.search import OBJECTIVES
 

@@ -34,7 +34,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``ci`` sub-command to the edgeopt CLI."""
     c = sub.add_parser("ci", help="run a model x profile x device matrix on a lab and gate on regressions",
                        description="Build, measure on every lab device (in parallel, each device locked), compare "

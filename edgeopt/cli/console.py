@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from edgeopt.bench.progress import SilentProgress
+from edgeopt.build import Reporter
 from edgeopt.ci.progress import CIProgress
 from edgeopt.results.reader import agent_valid, get, invalid_reasons
 
@@ -25,7 +26,7 @@ def stdout_console() -> Any:
     return console if console.is_terminal else Console(highlight=False, width=220)
 
 
-class RichReporter:
+class RichReporter(Reporter):
     """Progress bar over conversion passes; -v prints each pass with its time."""
 
     def __init__(self, verbose: bool, quiet: bool) -> None:
@@ -38,7 +39,7 @@ class RichReporter:
                                  console=self.console, transient=True, disable=quiet)
         self.task: Any = None
 
-    def __enter__(self) -> "RichReporter":
+    def __enter__(self) -> RichReporter:
         self.progress.start()
         return self
 
@@ -70,8 +71,8 @@ class RichProgress:
 
     def __init__(self, verbose: bool = False, console: Any = None) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress as _Progress, SpinnerColumn, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, DownloadColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as _Progress
 
         self.console = console or Console(stderr=True, highlight=False)
         self.verbose = verbose
@@ -80,7 +81,7 @@ class RichProgress:
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._progress.start()
         return self
 

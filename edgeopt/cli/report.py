@@ -66,7 +66,7 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``report``."""
     r = sub.add_parser("report", help="show stored benchmark results (latest run by default)")
     r.add_argument("--run", help="run id (or a unique prefix); default: the latest run")
@@ -76,7 +76,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     r.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
     r.add_argument("--json", action="store_true", help="machine-readable rows on stdout")
     r.add_argument("--full", action="store_true", help="with --json: include the full result documents")
-    # edgeopt ci's reports over stored runs (edgeopt/ci/compare.py): the gate's verdict, HTML with plots, JUnit, Markdown
+    # edgeopt ci's reports over stored runs (edgeopt/ci/compare.py): the verdict, HTML with plots, JUnit, Markdown
     r.add_argument("--compare", nargs=2, metavar=("BASELINE", "CURRENT"),
                    help="judge run CURRENT against BASELINE (run id, tag, latest-passing or a JSON export)")
     r.add_argument("--html", type=Path, metavar="FILE", help="self-contained HTML report with plots")

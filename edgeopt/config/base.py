@@ -70,18 +70,28 @@ def format_validation(path: Path, exc: ValidationError) -> str:
     return f"{path}: " + "; ".join(parts)
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model a field holds: itself, inside ``X | None``, or the items of ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    cur: Any = model
+    """The fields a user may write where the unknown field at ``loc`` stands (list indexes are skipped)."""
+    cur: type[BaseModel] | None = model
     for part in loc[:-1]:
-        field = cur.model_fields.get(str(part)) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
-        annotation = field.annotation if field is not None else None
-        for arg in typing.get_args(annotation):  # `Section | None`: the section's model
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                annotation = arg
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(part, int) or str(part).isdigit():
+            continue
+        field = cur.model_fields.get(str(part)) if cur is not None else None
+        cur = _section_model(field.annotation) if field is not None else None
+        if cur is None:
             return []
-        cur = annotation
-    return sorted(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) else []
+    return sorted(f for f in cur.model_fields if f != "source_file") if cur is not None else []
 
 
 def load_model_file(path: Path, model: type[M]) -> M:

@@ -1,4 +1,5 @@
-"""A device lab for ``edgeopt ci``: ``lab.yaml`` (typed, validated like targets/profiles) (the device lock is :mod:`edgeopt.remote.lock`).
+"""A device lab for ``edgeopt ci``: ``lab.yaml``, typed and validated like targets and profiles
+(the device lock is :mod:`edgeopt.remote.lock`).
 
 ``lab.yaml``::
 
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgeopt.config.base import StrictModel, load_model_file
+from edgeopt.config.profile import load_profile
 from edgeopt.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ class Lab(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _unique(self) -> "Lab":
+    def _unique(self) -> Lab:
         for what, names in (("devices", [d.name for d in self.devices]), ("models", [m.name for m in self.models])):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -159,51 +161,10 @@ def load_lab(path: str | Path) -> Lab:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"lab file {path} does not exist", "pass --lab PATH (see examples/lab.yaml)")
-    try:
-        lab = load_model_file(path, Lab)
-    except ConfigError as exc:
-        hint = _field_hint(exc.message) if (exc.hint or "").strip() == "allowed fields:" else exc.hint
-        raise ConfigError(exc.message, hint) from exc
-    from edgeopt.config.profile import load_profile
-
+    lab = load_model_file(path, Lab)
     for name in lab.profiles if any(m.artifacts is None for m in lab.models) else []:  # prebuilt: any name
         try:
             load_profile(name)
         except ConfigError as exc:
             raise ConfigError(f"{path}: profiles: {exc.message}", exc.hint) from exc
     return lab
-
-
-def _field_hint(message: str) -> str | None:
-    """'did you mean …?' for an unknown field under an optional section (config's helper sees only plain
-    nested models)."""
-    import difflib
-    import re
-    import types
-    import typing
-
-    from pydantic import BaseModel
-
-    match = re.search(r": ([A-Za-z0-9_.]+): unknown field", message)
-    if not match:
-        return None
-    cur: Any = Lab
-    *parents, last = match.group(1).split(".")
-    for part in parents:
-        if part.isdigit():
-            continue
-        field = cur.model_fields.get(part) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        options = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) else (ann,)
-        nested = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not nested:
-            for a in options:  # list[Device]
-                nested += [x for x in typing.get_args(a) if isinstance(x, type) and issubclass(x, BaseModel)]
-        if not nested:
-            return None
-        cur = nested[0]
-    allowed = sorted(f for f in cur.model_fields if f != "source_file")
-    close = difflib.get_close_matches(last, allowed, n=1)
-    return f"did you mean '{close[0]}'?" if close else f"allowed fields: {', '.join(allowed)}"

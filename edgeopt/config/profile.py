@@ -9,22 +9,30 @@ from pydantic import Field, model_validator
 from edgeopt.config.base import StrictModel, available, load_model_file, resolve
 
 TensorType = Literal["float32", "float16", "int8", "uint8", "int16"]
+OpsSet = Literal["builtins", "builtins_int8", "select_tf_ops"]
+PrunableLayer = Literal["conv", "depthwise", "dense"]
+
+
+def _default_supported_ops() -> list[OpsSet]:
+    return ["builtins"]
+
+
+def _all_prunable_layers() -> list[PrunableLayer]:
+    return ["conv", "depthwise", "dense"]
 
 
 class TFLiteOptions(StrictModel):
     enabled: bool = True
     optimizations: list[Literal["default"]] = Field(default_factory=list)
     representative_dataset: bool = False
-    supported_ops: list[Literal["builtins", "builtins_int8", "select_tf_ops"]] = Field(
-        default_factory=lambda: ["builtins"]
-    )
+    supported_ops: list[OpsSet] = Field(default_factory=_default_supported_ops)
     supported_types: list[TensorType] = Field(default_factory=list)
     inference_input_type: TensorType = "float32"
     inference_output_type: TensorType = "float32"
     require_full_integer: bool = False  # fail if any op is left in float (names the op)
 
     @model_validator(mode="after")
-    def _check(self) -> "TFLiteOptions":
+    def _check(self) -> TFLiteOptions:
         quantised_io = {"int8", "uint8", "int16"}
         if (self.inference_input_type in quantised_io or self.inference_output_type in quantised_io) and not (
             self.representative_dataset
@@ -71,12 +79,12 @@ class PruneOptions(Training):
     begin_fraction: float = Field(default=0.0, ge=0, lt=1)  # of the fine-tuning steps
     end_fraction: float = Field(default=0.7, gt=0, le=1)  # sparsity reaches the target here; the rest recovers
     frequency: int = Field(default=10, ge=1)  # steps between mask updates
-    layers: list[Literal["conv", "depthwise", "dense"]] = Field(default_factory=lambda: ["conv", "depthwise", "dense"])
+    layers: list[PrunableLayer] = Field(default_factory=_all_prunable_layers)
     min_weights: int = Field(default=0, ge=0)  # kernels smaller than this are left dense
     learning_rate: float = Field(default=5e-4, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _check_schedule(self) -> "PruneOptions":
+    def _check_schedule(self) -> PruneOptions:
         if self.initial_sparsity > self.sparsity:
             raise ValueError(f"initial_sparsity {self.initial_sparsity} is above the target sparsity {self.sparsity}")
         if self.begin_fraction >= self.end_fraction:
@@ -97,7 +105,7 @@ class DistillOptions(Training):
     min_units: int = Field(default=4, ge=1)  # no student layer gets fewer filters/units than this
 
     @model_validator(mode="after")
-    def _check_student(self) -> "DistillOptions":
+    def _check_student(self) -> DistillOptions:
         if (self.width_multiplier is None) == (self.student is None):
             raise ValueError("give exactly one of width_multiplier (0 < w < 1) or student (a model file)")
         return self
@@ -125,7 +133,7 @@ class Profile(StrictModel):
     source_file: str | None = None
 
     @model_validator(mode="after")
-    def _check_transforms(self) -> "Profile":
+    def _check_transforms(self) -> Profile:
         given = [name for name in ("prune", "distill", "qat") if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"one training transform per profile, got {' and '.join(given)}")

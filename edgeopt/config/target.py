@@ -51,7 +51,7 @@ class Target(StrictModel):
     source_file: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Target":
+    def _check(self) -> Target:
         if self.energy_sensor == "command" and not self.energy_command:
             raise ValueError("energy_sensor 'command' needs energy_command (a command that prints watts)")
         if self.transport == "ssh" and self.os == "none":

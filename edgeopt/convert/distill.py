@@ -19,10 +19,21 @@ from typing import Any
 import numpy as np
 
 from edgeopt.config import DistillOptions
-from edgeopt.inputs.data import Dataset
+from edgeopt.convert.training import (
+    EpochLog,
+    Note,
+    accuracy,
+    check_classifier,
+    fit,
+    output_kind,
+    params,
+    predict,
+    recalibrate_batch_norm,
+    seed_everything,
+    training_set,
+)
 from edgeopt.errors import ConfigError, ModelError
-from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, fit, output_kind, params, predict,
-                     recalibrate_batch_norm, seed_everything, training_set)
+from edgeopt.inputs.data import Dataset
 
 WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Conv2DTranspose": "filters",
               "SeparableConv2D": "filters", "SeparableConv1D": "filters", "Dense": "units", "LSTM": "units",

@@ -22,9 +22,18 @@ from typing import Any
 import numpy as np
 
 from edgeopt.config import PruneOptions
+from edgeopt.convert.training import (
+    EpochLog,
+    Note,
+    accuracy,
+    fit,
+    output_kind,
+    params,
+    recalibrate_batch_norm,
+    start_fine_tuning,
+    steps_per_epoch,
+)
 from edgeopt.inputs.data import Dataset
-from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
-                     recalibrate_batch_norm, seed_everything, steps_per_epoch, training_set)
 
 KINDS = {"Conv1D": "conv", "Conv2D": "conv", "Conv3D": "conv", "Conv2DTranspose": "conv",
          "DepthwiseConv2D": "depthwise", "Dense": "dense"}
@@ -126,10 +135,7 @@ def prune_model(teacher: Any, data: Dataset, opts: PruneOptions, *, seed: int, n
     import keras
 
     t0 = time.perf_counter()
-    check_classifier(teacher, "prune")
-    seed_everything(seed)
-    model = clone_with_weights(teacher)
-    ts = training_set(data, teacher, opts, note)
+    model, ts = start_fine_tuning(teacher, data, opts, note, seed=seed, what="prune")
     kernels = prunable(model, opts)
     if not kernels:
         raise_no_kernels(opts)

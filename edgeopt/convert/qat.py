@@ -26,9 +26,16 @@ from typing import Any
 import numpy as np
 
 from edgeopt.config import QATOptions
+from edgeopt.convert.training import (
+    EpochLog,
+    Note,
+    accuracy,
+    fit,
+    output_kind,
+    params,
+    start_fine_tuning,
+)
 from edgeopt.inputs.data import Dataset
-from edgeopt.convert.training import (EpochLog, Note, accuracy, check_classifier, clone_with_weights, fit, output_kind, params,
-                     seed_everything, training_set)
 
 QUANTISED = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense")
 FOLDABLE = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
@@ -115,10 +122,7 @@ def qat_model(teacher: Any, data: Dataset, opts: QATOptions, *, seed: int, note:
     import keras
 
     t0 = time.perf_counter()
-    check_classifier(teacher, "qat")
-    seed_everything(seed)
-    model = clone_with_weights(teacher)
-    ts = training_set(data, teacher, opts, note)
+    model, ts = start_fine_tuning(teacher, data, opts, note, seed=seed, what="qat")
     if opts.freeze_batch_norm:
         for layer in model.layers:
             if type(layer).__name__ == "BatchNormalization":

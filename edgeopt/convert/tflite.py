@@ -33,7 +33,7 @@ def _export_saved_model(src: SourceModel, batch: int | None, workdir: Path) -> P
     fn = src.tf_function()
     module = tf.Module()
     module.call = tf.function(lambda x: {"output": fn(x)}, input_signature=[spec])
-    module.source = src._handle[0]  # keep the variables tracked
+    module.source = src.saved_model  # keep the variables tracked
     tf.saved_model.save(module, str(out), signatures={"serving_default": module.call})
     return out
 

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeopt.config import Training
-from edgeopt.inputs.data import Dataset
 from edgeopt.errors import DataError, ModelError
+from edgeopt.inputs.data import Dataset
 
 Note = Callable[[str], None]
 
@@ -141,6 +141,16 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, opts: Training, *, loss: Any, 
 
 def steps_per_epoch(n: int, opts: Training) -> int:
     return int(np.ceil(n * (1 - opts.validation_split) / opts.batch_size))
+
+
+def start_fine_tuning(teacher: Any, data: Dataset, opts: Training, note: Note, *, seed: int, what: str
+                      ) -> tuple[Any, TrainSet]:
+    """What prune and QAT begin with: the teacher must be a single-output classifier; everything seeded; a clone of
+    the teacher to train (the teacher itself is never modified); the samples to train on."""
+    check_classifier(teacher, what)
+    seed_everything(seed)
+    model = clone_with_weights(teacher)
+    return model, training_set(data, teacher, opts, note)
 
 
 def seed_everything(seed: int) -> None:

@@ -6,8 +6,8 @@ Also the bundled example data: 5,000 real MNIST digits that ship inside the mlxt
 from __future__ import annotations
 
 import hashlib
-import io
 import importlib
+import io
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def head(self, n: int) -> "Dataset":
+    def head(self, n: int) -> Dataset:
         return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.spec, self.sha256)
 
     def describe(self) -> dict[str, Any]:
@@ -118,7 +118,8 @@ def _from_folder(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     return np.stack(samples), None
 
 
-def _from_callable(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _from_callable(spec: str) -> tuple[Any, Any]:
+    """Whatever the user's function returned as (x, y): unchecked, :func:`_check_arrays` validates it."""
     module_name, _, func_name = spec.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))

@@ -37,7 +37,7 @@ class SourceModel:
                 "input": {"name": self.input_name, "shape": list(self.input_shape), "dtype": self.input_dtype}}
 
     # -- loading -------------------------------------------------------------------------------------------
-    def load(self) -> "SourceModel":
+    def load(self) -> SourceModel:
         if self._handle is not None:
             return self
         {"keras": self._load_keras, "savedmodel": self._load_savedmodel, "onnx": self._load_onnx}[self.kind]()
@@ -123,6 +123,12 @@ class SourceModel:
     def keras_model(self) -> Any:
         self.load()
         return self._handle if self.kind == "keras" else None
+
+    @property
+    def saved_model(self) -> Any:
+        """The loaded SavedModel object (``tf.saved_model.load``), for a SavedModel source; else ``None``."""
+        self.load()
+        return self._handle[0] if self.kind == "savedmodel" else None
 
     @property
     def onnx_proto(self) -> Any:

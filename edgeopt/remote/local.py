@@ -7,13 +7,12 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from edgeopt.errors import RemoteError, RemoteTimeout
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, upload_size
+from edgeopt.remote.transport import CHUNK, ClosingTransport, ProgressCallback, Result, copy_chunks, upload_size
 
 
-class LocalTransport:
+class LocalTransport(ClosingTransport):
     """Runs commands on this machine. Same contract as :class:`~edgeopt.remote.ssh.SSHTransport`."""
 
     description = "local"
@@ -131,13 +130,3 @@ class LocalTransport:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "LocalTransport":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

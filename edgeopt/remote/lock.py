@@ -1,4 +1,5 @@
-"""The device lock of ``edgeopt ci``, held ON THE DEVICE: an atomic ``mkdir <workdir>/lock`` holding ``owner.json`` (host, pid, user, job,
+"""The device lock of ``edgeopt ci``, held ON THE DEVICE: an atomic ``mkdir <workdir>/lock`` holding
+``owner.json`` (host, pid, user, job,
 time, token). Whoever created the directory owns the device; everyone else waits (bounded), polling. A lock is
 stale — and taken over — when its heartbeat (the owner file's mtime on the device's own clock, refreshed while
 held) is older than ``stale_after_s``, or when its owner is a process on this host that no longer exists.
@@ -14,7 +15,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Callable
 
 from edgeopt.errors import LockTimeout, RemoteError
@@ -103,7 +104,7 @@ class DeviceLock:
 
     def owner(self) -> dict[str, Any]:
         return {"host": platform.node(), "pid": os.getpid(), "user": getpass.getuser(), "job": self.job,
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "token": self.token,
+                "time": datetime.now(UTC).isoformat(timespec="seconds"), "token": self.token,
                 "tool": "edgeopt ci"}
 
     def _sh(self, script: str, *args: str, stdin: bytes | None = None) -> str:
@@ -149,7 +150,7 @@ class DeviceLock:
             return self.try_acquire() if not self.held else None
         return info
 
-    def acquire(self) -> "DeviceLock":
+    def acquire(self) -> DeviceLock:
         started = time.monotonic()
         while True:
             info = self.try_acquire()
@@ -187,7 +188,7 @@ class DeviceLock:
             self.held = False
             self._sh(_RELEASE, self.path, self.token)
 
-    def __enter__(self) -> "DeviceLock":
+    def __enter__(self) -> DeviceLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

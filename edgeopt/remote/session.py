@@ -200,7 +200,8 @@ class DeviceSession:
             oom = " — out of memory?" if killed == "SIGKILL" else ""
             raise AgentFailed(
                 f"{name} on {where} was killed by {killed}{oom}",
-                "check the device's memory (dmesg) or use a smaller model/batch" if killed == "SIGKILL" else tail or None,
+                ("check the device's memory (dmesg) or use a smaller model/batch" if killed == "SIGKILL"
+                 else tail or None),
                 status=result.exit_code,
                 stderr=result.error_text[-2000:],
             )

@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Sequence
 
 import paramiko
@@ -31,12 +30,20 @@ from edgeopt.errors import RemoteError, RemoteTimeout
 from edgeopt.remote.host_keys import ACCEPT_FLAG, fingerprint, host_key_name, known_hosts_lines, record_host_key
 from edgeopt.remote.ssh_config import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, ConnectionSpec, ResolvedConnection
 from edgeopt.remote.ssh_connect import describe_connect_error, open_client
-from edgeopt.remote.transport import CHUNK, ProgressCallback, Result, copy_chunks, quote_argv, upload_size
+from edgeopt.remote.transport import (
+    CHUNK,
+    ClosingTransport,
+    ProgressCallback,
+    Result,
+    copy_chunks,
+    quote_argv,
+    upload_size,
+)
 
 _PID_MARK = "edgeopt-pid:"
 
 
-class SSHTransport:
+class SSHTransport(ClosingTransport):
     """One authenticated SSH connection to a device: run commands (argv, quoted), move files (SFTP).
 
     Connects on construction; use as a context manager (or call :meth:`close`).
@@ -331,16 +338,6 @@ class SSHTransport:
                 self._sftp = None
         self._client.close()
 
-    def __enter__(self) -> "SSHTransport":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.description})"

@@ -12,6 +12,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import paramiko
 
@@ -40,7 +41,7 @@ class ConnectionSpec:
     allow_agent: bool = True
     look_for_keys: bool = True
 
-    def resolve(self) -> "ResolvedConnection":
+    def resolve(self) -> ResolvedConnection:
         """Merge this spec with the ssh config; explicit fields win."""
         options: dict[str, object] = {}
         config_path: Path | None = None
@@ -60,9 +61,10 @@ class ConnectionSpec:
 
         hostname = str(options.get("hostname") or self.host)
         user = self.user or _opt_str(options, "user") or getpass.getuser()
-        port_text = self.port if self.port is not None else options.get("port", 22)
+        # paramiko's SSHConfigDict holds str values, lists for the multi-valued keys (IdentityFile, ...)
+        port_text = self.port if self.port is not None else cast("str | int", options.get("port", 22))
         try:
-            port = int(port_text)  # type: ignore[arg-type]
+            port = int(port_text)
         except (TypeError, ValueError):
             raise RemoteError(f"invalid SSH port {port_text!r} for host {self.host}") from None
         if not 0 < port < 65536:
@@ -76,9 +78,9 @@ class ConnectionSpec:
             keys: tuple[str, ...] = (str(key_path),)
         else:
             # Like OpenSSH, silently skip IdentityFile entries that do not exist.
-            listed = options.get("identityfile") or []
+            listed = cast("list[str]", options.get("identityfile") or [])
             keys = tuple(
-                p for p in (os.path.expanduser(str(x)) for x in listed) if os.path.isfile(p)  # type: ignore[union-attr]
+                p for p in (os.path.expanduser(str(x)) for x in listed) if os.path.isfile(p)
             )
 
         if self.known_hosts is not None:

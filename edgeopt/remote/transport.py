@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, BinaryIO, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 #: ``progress(done_bytes, total_bytes)``; called after each chunk of an upload (and once at the start).
 ProgressCallback = Callable[[int, int], None]
@@ -64,6 +64,8 @@ def quote_argv(argv: Sequence[str]) -> str:
     if not argv:
         raise ValueError("argv must not be empty")
     return " ".join(shlex.quote(str(arg)) for arg in argv)
+
+_T = TypeVar("_T", bound="ClosingTransport")
 
 
 @runtime_checkable
@@ -121,7 +123,7 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Transport": ...
+    def __enter__(self) -> Transport: ...
 
     def __exit__(
         self,
@@ -155,3 +157,17 @@ def copy_chunks(src: BinaryIO, dst: Any, done: int, total: int, progress: Progre
         if progress:
             progress(done, total)
     return sent
+
+
+class ClosingTransport:
+    """A transport used as a context manager: ``with SSHTransport(spec) as t: …`` closes it on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -20,7 +20,8 @@ def _ms(value: Any) -> str:
 
 def markdown_summary(result: Any) -> str:
     lines = [f"## edgeopt ci: {result.headline()}", ""]
-    lines.append(f"Run `{result.run_id}` on lab **{_esc(result.lab)}**; baseline: {_esc(result.baseline.get('label'))}.")
+    baseline = _esc(result.baseline.get("label"))
+    lines.append(f"Run `{result.run_id}` on lab **{_esc(result.lab)}**; baseline: {baseline}.")
     if result.baseline.get("note"):
         lines.append(f"_{_esc(result.baseline['note'])}_")
     lines += ["", "| | device | model | profile | format | p50 ms (base → now) | change | p-value | size B | "

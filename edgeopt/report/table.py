@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgeopt.results.reader import (accuracy, agent_valid, energy_per_inference, energy_sensor, get, invalid_reasons,
-                                    latency_p50)
+from edgeopt.results.reader import (
+    accuracy,
+    agent_valid,
+    energy_per_inference,
+    energy_sensor,
+    get,
+    invalid_reasons,
+    latency_p50,
+)
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     # key, header, justify

@@ -245,14 +245,14 @@ class Store:
     def _write_json(self, path: Path, doc: dict[str, Any]) -> None:
         atomic_write_json(path, doc)
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self._db)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -32,8 +32,13 @@ import numpy as np
 
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes
 from edgeopt.config import Target
-from edgeopt.convert.tflm.arena import (arena_summary, estimate_vs_exact, find_exact_arena, recommended_arena,
-                                        static_estimate)
+from edgeopt.convert.tflm.arena import (
+    arena_summary,
+    estimate_vs_exact,
+    find_exact_arena,
+    recommended_arena,
+    static_estimate,
+)
 from edgeopt.convert.tflm.budget import CODE_SIZE_OVERHEAD_BYTES, firmware_budget
 from edgeopt.convert.tflm.codegen import C_TYPES, FILES, render_sources
 from edgeopt.convert.tflm.compile import CM7_FLAGS, compile_check

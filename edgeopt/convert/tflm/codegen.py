@@ -26,6 +26,7 @@ def render_sources(model: bytes, analysis: dict[str, Any], target: Target) -> di
     s = analysis["summary"]
     in_io, out_io = analysis["in_io"], analysis["out_io"]
     integer_out = np.dtype(out_io["dtype"]).kind in "iu"
+    tol: float
     if integer_out:
         tol, tol_desc, scale = 1, "1 quantisation step: optimised kernels may round differently", 1
     else:
