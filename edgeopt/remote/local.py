@@ -58,9 +58,6 @@ class LocalTransport(ClosingTransport):
             proc.kill()
         proc.communicate()
 
-    def _count(self, n: int) -> None:
-        self.bytes_sent += n
-
     # -- files ---------------------------------------------------------------------------------------------
     def put(
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
@@ -72,7 +69,7 @@ class LocalTransport(ClosingTransport):
                 src.seek(offset)
                 dst.seek(offset)
                 dst.truncate()
-                sent = copy_chunks(src, dst, offset, total, progress, self._count)
+                sent = copy_chunks(src, dst, offset, total, progress, self.count_sent)
         except OSError as exc:
             raise RemoteError(f"cannot write {remote} on local: {exc.strerror or exc}") from exc
         return sent

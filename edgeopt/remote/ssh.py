@@ -203,9 +203,6 @@ class SSHTransport(ClosingTransport):
                     ) from exc
             return self._sftp
 
-    def _count(self, n: int) -> None:
-        self.bytes_sent += n
-
     def put(
         self, local: Path, remote: str, progress: ProgressCallback | None = None, offset: int = 0
     ) -> int:
@@ -219,7 +216,7 @@ class SSHTransport(ClosingTransport):
                 if offset:
                     dst.truncate(offset)
                     dst.seek(offset)
-                sent = copy_chunks(src, dst, offset, total, progress, self._count)
+                sent = copy_chunks(src, dst, offset, total, progress, self.count_sent)
         except OSError as exc:
             if exc.errno is not None and self._alive():
                 raise RemoteError(

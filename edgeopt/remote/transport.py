@@ -160,7 +160,14 @@ def copy_chunks(src: BinaryIO, dst: Any, done: int, total: int, progress: Progre
 
 
 class ClosingTransport:
-    """A transport used as a context manager: ``with SSHTransport(spec) as t: …`` closes it on the way out."""
+    """What every transport shares: the count of bytes it uploaded, and use as a context manager
+    (``with SSHTransport(spec) as t: …`` closes it on the way out)."""
+
+    bytes_sent: int = 0
+
+    def count_sent(self, n: int) -> None:
+        """``on_sent`` for :func:`copy_chunks`."""
+        self.bytes_sent += n
 
     def close(self) -> None:
         raise NotImplementedError
