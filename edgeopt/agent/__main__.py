@@ -16,8 +16,8 @@ import traceback
 from typing import Any, List, Optional, Sequence
 
 from . import AGENT_VERSION, SCHEMA
-from .errors import EXIT_FAILURE, AgentFailure, usage_error
 from .energy import CHOICES
+from .errors import EXIT_FAILURE, AgentFailure, usage_error
 from .runtimes import BY_NAME, FORMATS
 
 

@@ -28,11 +28,21 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .energy_commands import Command, Rpi5Pmic, parse_meter_output, parse_pmic_adc, pmic_power  # noqa: F401
-from .energy_sensors import (Hwmon, PowerSupply, Rapl, Sensor, SensorError, SensorUnavailable,  # noqa: F401
-                             battery_units, hwmon_channels, parse_int, unwrap_delta)
+from .energy_sensors import (  # noqa: F401
+    Hwmon,
+    PowerSupply,
+    Rapl,
+    Sensor,
+    SensorError,
+    SensorUnavailable,
+    battery_units,
+    hwmon_channels,
+    parse_int,
+    unwrap_delta,
+)
 from .timing import Periodic
 
 SENSORS = ("rpi5-pmic", "hwmon", "rapl", "power-supply", "command")
@@ -105,7 +115,7 @@ def probe(opts: EnergyOptions) -> List[Dict[str, object]]:
 
 # --- integration -------------------------------------------------------------------------------------------------
 
-def summarize_series(samples: Sequence[Tuple[float, float]], kind: str) -> Dict[str, object]:
+def summarize_series(samples: Sequence[Tuple[float, float]], kind: str) -> Dict[str, Any]:
     """Average power over the sampled span: trapezoid for a power series (from the second reading on: the first
     is taken just before the phase starts), first-to-last difference for a cumulative energy series. ``stderr_w``: standard error of the mean from the sample variance (power samples,
     or the powers of the intervals between counter readings), assuming independent samples."""
@@ -114,7 +124,7 @@ def summarize_series(samples: Sequence[Tuple[float, float]], kind: str) -> Dict[
         # for a power reading it describes what came before, so the average starts with the next one
         samples = samples[1:]
     n = len(samples)
-    out: Dict[str, object] = {"samples": n, "span_s": None, "avg_power_w": None, "stderr_w": None}
+    out: Dict[str, Any] = {"samples": n, "span_s": None, "avg_power_w": None, "stderr_w": None}
     if n < 2:
         return out
     ts = [t for t, _ in samples]
@@ -165,13 +175,13 @@ class EnergyMeter:
         self.min_seconds = sensor.min_seconds if opts.min_seconds is None else opts.min_seconds
         self.selected_by = selected_by
         self.tried = tried
-        self.idle: Optional[Dict[str, object]] = None
-        self.loop: Optional[Dict[str, object]] = None
+        self.idle: Optional[Dict[str, Any]] = None
+        self.loop: Optional[Dict[str, Any]] = None
         self.errors = 0
         self.first_error: Optional[str] = None
         self._sampler: Optional[Periodic] = None
 
-    def _collect(self, sampler: Periodic) -> Dict[str, object]:
+    def _collect(self, sampler: Periodic) -> Dict[str, Any]:
         samples = sampler.stop()
         self.errors += sampler.errors
         self.first_error = self.first_error or sampler.first_error
@@ -190,9 +200,9 @@ class EnergyMeter:
             self.loop = self._collect(self._sampler)
             self._sampler = None
 
-    def result(self, loop_seconds: float, inferences: int) -> Dict[str, object]:
+    def result(self, loop_seconds: float, inferences: int) -> Dict[str, Any]:
         s = self.sensor
-        block: Dict[str, object] = {
+        block: Dict[str, Any] = {
             "sensor": s.name, "selected_by": self.selected_by, "covers": s.covers, "kind": s.kind,
             "integration": "trapezoid over sample timestamps" if s.kind == "power"
                            else "difference of a cumulative counter" + (" (with wrap-around)" if s.name == "rapl" else ""),
@@ -204,21 +214,22 @@ class EnergyMeter:
             block["tried"] = self.tried
         loop = self.loop or {}
         idle = self.idle or {}
-        p_loop = loop.get("avg_power_w")
-        p_idle = idle.get("avg_power_w")
-        se_loop = loop.get("stderr_w")
-        se_idle = idle.get("stderr_w")
+        p_loop: Optional[float] = loop.get("avg_power_w")
+        p_idle: Optional[float] = idle.get("avg_power_w")
+        se_loop: Optional[float] = loop.get("stderr_w")
+        se_idle: Optional[float] = idle.get("stderr_w")
         per = loop_seconds / inferences if inferences else None
-        epi = p_loop * per if p_loop is not None and per is not None else None  # type: ignore[operator]
-        above = (p_loop - p_idle) * per if epi is not None and p_idle is not None else None  # type: ignore[operator]
+        epi = p_loop * per if p_loop is not None and per is not None else None
+        # epi is not None exactly when p_loop and per are not None
+        above = (p_loop - p_idle) * per if p_loop is not None and per is not None and p_idle is not None else None
         block.update({
             "avg_power_w": _r(p_loop), "idle_power_w": _r(p_idle),
-            "energy_j": _r(p_loop * loop_seconds) if p_loop is not None else None,  # type: ignore[operator]
+            "energy_j": _r(p_loop * loop_seconds) if p_loop is not None else None,
             "energy_per_inference_j": _r(epi),
-            "energy_per_inference_uncertainty_j": _r(se_loop * per) if se_loop is not None and per else None,  # type: ignore[operator]
+            "energy_per_inference_uncertainty_j": _r(se_loop * per) if se_loop is not None and per else None,
             "energy_per_inference_above_idle_j": _r(above),
             "energy_per_inference_above_idle_uncertainty_j":
-                _r(math.hypot(se_loop, se_idle) * per) if se_loop is not None and se_idle is not None and per else None,  # type: ignore[arg-type,operator]
+                _r(math.hypot(se_loop, se_idle) * per) if se_loop is not None and se_idle is not None and per else None,
             "uncertainty": "standard error of the mean power from the sample variance, times seconds per inference",
             "inferences": inferences, "loop_seconds": _r(loop_seconds),
             "loop": {k: (_r(v) if isinstance(v, float) else v) for k, v in loop.items()},
@@ -229,7 +240,7 @@ class EnergyMeter:
                               % (loop.get("samples"), idle.get("samples"),
                                  ": " + self.first_error if self.first_error else ""))
         elif self.errors:
-            block["warnings"].append("%d sensor reads failed and were skipped (first: %s)" % (self.errors, self.first_error))  # type: ignore[union-attr]
+            block["warnings"].append("%d sensor reads failed and were skipped (first: %s)" % (self.errors, self.first_error))
         return block
 
 

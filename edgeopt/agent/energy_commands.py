@@ -14,7 +14,6 @@ from typing import Dict, List, Optional
 
 from .energy_sensors import Sensor, SensorError, SensorUnavailable
 
-
 # --- Raspberry Pi 5 PMIC -----------------------------------------------------------------------------------------
 
 _PMIC_LINE = re.compile(r"^(?P<rail>[A-Za-z0-9_]+)_(?P<kind>[AV])\s+(?P<what>current|volt)\((?P<idx>\d+)\)="

@@ -173,7 +173,7 @@ class Rapl(Sensor):
         self.zones = psys or zones  # psys covers the platform and overlaps the packages: alone, or the packages
         self.max_range: List[int] = []
         self.prev: List[int] = []
-        for zone, name in self.zones:
+        for zone, _name in self.zones:
             path = os.path.join(zone, "energy_uj")
             try:
                 self.max_range.append(parse_int(_read_text(os.path.join(zone, "max_energy_range_uj")),

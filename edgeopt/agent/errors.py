@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -21,7 +21,7 @@ class AgentFailure(Exception):
         self.details = details
 
     def to_json(self) -> dict:
-        doc = {"type": self.type, "message": self.message, "hint": self.hint}
+        doc: Dict[str, object] = {"type": self.type, "message": self.message, "hint": self.hint}
         doc.update(self.details)
         return {"error": doc}
 

@@ -7,7 +7,7 @@ import os
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TypedDict, Union
 
 import numpy as np
 
@@ -112,7 +112,14 @@ def verify_model(path: str, expected: str) -> Dict[str, object]:
     return {"path": os.path.abspath(path), "sha256": actual, "bytes": os.path.getsize(path)}
 
 
-def apply_affinity(cpus: Optional[List[int]], warnings: List[str]) -> Dict[str, object]:
+class Pinning(TypedDict):
+    """What ``apply_affinity`` returns (and the runtime block reports)."""
+
+    affinity_requested: Optional[List[int]]
+    affinity: Optional[List[int]]
+
+
+def apply_affinity(cpus: Optional[List[int]], warnings: List[str]) -> Pinning:
     setter = getattr(os, "sched_setaffinity", None)
     if cpus is not None:
         if setter is None:
@@ -160,7 +167,7 @@ def run(opts: RunOptions) -> Dict[str, object]:
     pinning = apply_affinity(affinity_cpus, warnings)
     cpus_used = pinning["affinity"]
     conditions["cpus_used"] = cpus_used
-    governor = state.Governor(root, cpus_used, opts.governor) if opts.governor else None  # type: ignore[arg-type]
+    governor = state.Governor(root, cpus_used, opts.governor) if opts.governor else None
     if governor is not None:
         conditions["governor"] = governor.info
         if governor.info["error"]:
@@ -173,7 +180,7 @@ def run(opts: RunOptions) -> Dict[str, object]:
             governor.restore()
 
 
-def open_energy(eopts: energy.EnergyOptions) -> Optional[energy.EnergyMeter]:
+def open_energy(eopts: energy.EnergyOptions) -> Union[energy.EnergyMeter, _NoSensor, None]:
     """The sensor chosen by --energy; a forced one that is not available is a failure, auto falls through."""
     try:
         sensor, tried = energy.select(eopts)
@@ -181,7 +188,7 @@ def open_energy(eopts: energy.EnergyOptions) -> Optional[energy.EnergyMeter]:
         raise AgentFailure("energy_unavailable", "--energy %s: %s" % (eopts.sensor, exc),
                            "choose another sensor (`agent.pyz probe` lists them), --energy auto, or --energy none")
     if sensor is None:
-        return None if eopts.sensor == "none" else _NoSensor(tried)  # type: ignore[return-value]
+        return None if eopts.sensor == "none" else _NoSensor(tried)
     return energy.EnergyMeter(sensor, eopts, "auto" if eopts.sensor == "auto" else "--energy %s" % eopts.sensor,
                               tried)
 
@@ -194,7 +201,7 @@ class _NoSensor:
 
 
 def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_block: Dict[str, object], fmt: str,
-                  reference: Optional[Dict[str, Any]], runtime: LoadedRuntime, pinning: Dict[str, object],
+                  reference: Optional[Dict[str, Any]], runtime: LoadedRuntime, pinning: Pinning,
                   conditions: Dict[str, object], meter: Any) -> Dict[str, object]:
     root = opts.sysfs_root
     cooldown_info = None
@@ -220,6 +227,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
     rss_after = memory.rss_kib()
 
     if reference is not None:
+        assert opts.reference is not None  # ``reference`` was loaded from it
         pool = inputs.reference_inputs(reference, model.inputs)
         inputs_block: Dict[str, object] = {"source": "reference", "file": os.path.abspath(opts.reference),
                                            "sha256": sha256_file(opts.reference), "samples": len(pool)}
@@ -239,7 +247,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
     min_seconds = opts.min_seconds
     if energy_meter is not None:
         min_seconds = max(min_seconds, energy_meter.min_seconds)
-    freq_monitor = state.FreqMonitor(root, pinning["affinity"])  # type: ignore[arg-type]
+    freq_monitor = state.FreqMonitor(root, pinning["affinity"])
     loop_load = state.OtherLoad()
     other_load: Dict[str, Optional[float]] = {}
 
@@ -290,11 +298,12 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
     mem = memory.memory_block(rss_before, rss_after)
     device = sysinfo.device_facts()
     device["state_before"] = state_before
-    device["state_after"] = sysinfo.device_state(root)
+    state_after = sysinfo.device_state(root)
+    device["state_after"] = state_after
 
     if energy_meter is not None:
         energy_block = energy_meter.result(measured["measure_seconds"], len(samples))
-        warnings.extend("energy: " + w for w in energy_block["warnings"])  # type: ignore[union-attr]
+        warnings.extend("energy: " + w for w in energy_block["warnings"])
     elif meter is not None:
         energy_block = energy.none_block("--energy auto found no sensor", meter.tried)
     else:
@@ -302,7 +311,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
 
     conditions["cpufreq_during"] = freq_info
     conditions["other_load_cpus"] = other_load
-    reasons, notes = state.judge(state_before, device["state_after"], freq_info, other_load,  # type: ignore[arg-type]
+    reasons, notes = state.judge(state_before, state_after, freq_info, other_load,
                                  opts.max_other_load, cooldown_info)
     conditions["notes"] = notes
     return {
@@ -336,15 +345,15 @@ def check_parity(model: Model, pool: List[List[Any]], reference: Dict[str, Any],
         warnings.append("parity compares output 0 (%s) only; the model has %d outputs"
                         % (model.outputs[0].name, len(model.outputs)))
     same_key = "y_" + fmt
+    artifact: Optional[Dict[str, object]] = None
     if same_key in reference:
-        block["artifact"] = parity.compare(outputs, reference[same_key], same_key)
+        artifact = parity.compare(outputs, reference[same_key], same_key)
     else:
-        block["artifact"] = None
         warnings.append("reference has no %s: parity against the host run of this artifact is missing" % same_key)
+    block["artifact"] = artifact
     block["float"] = parity.compare(outputs, reference["y_float"], "y_float") if "y_float" in reference else None
     if "labels" in reference:
         block["accuracy"] = parity.accuracy(outputs, reference["labels"])
-    artifact = block["artifact"]
     # Flat copies of the headline figures, for a gate that reads one level deep.
     block["top1_agreement"] = artifact["top1_agreement"] if artifact else None
     block["max_abs_diff"] = artifact["max_abs_diff"] if artifact else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from . import sysinfo
 from .timing import Periodic
@@ -24,8 +24,14 @@ def fastest_cpus(root: str, allowed: Optional[List[int]]) -> Tuple[List[int], Di
     """The CPUs with the highest ``cpu_capacity`` (arm64 big.LITTLE), else the highest ``cpuinfo_max_freq``,
     among the ``allowed`` ones. All equal: every allowed CPU (nothing to choose)."""
     rows = [r for r in sysinfo.cpufreq_state(root) if allowed is None or r["cpu"] in allowed]
-    for key, by in (("capacity", "cpu_capacity"), ("max_khz", "cpuinfo_max_freq")):
-        values = {r["cpu"]: r[key] for r in rows if r[key] is not None}
+    keys: Tuple[Tuple[Literal["capacity", "max_khz"], str], ...] = (
+        ("capacity", "cpu_capacity"), ("max_khz", "cpuinfo_max_freq"))
+    for key, by in keys:
+        values: Dict[int, int] = {}
+        for r in rows:
+            value = r[key]
+            if value is not None:
+                values[r["cpu"]] = value
         if values and len(values) == len(rows):
             top = max(values.values())
             cpus = sorted(c for c, v in values.items() if v == top)
@@ -49,7 +55,7 @@ class Governor:
             return
         errors = []
         for row in rows:
-            cpu = int(row["cpu"])  # type: ignore[arg-type]
+            cpu = row["cpu"]
             path = self._path(cpu)
             avail = _read(os.path.join(os.path.dirname(path), "scaling_available_governors"))
             if avail is not None and governor not in avail.split():
@@ -105,7 +111,7 @@ def cooldown(root: str, below_c: float, timeout_s: float, poll_s: float = 0.5) -
     if start is None:
         info.update({"reached": None, "waited_s": 0.0, "end_c": None, "note": "no thermal zone: nothing to wait for"})
         return info
-    hottest = start
+    hottest: Optional[float] = start
     while hottest is not None and hottest >= below_c and time.monotonic() - t0 < timeout_s:
         time.sleep(min(poll_s, max(0.0, timeout_s - (time.monotonic() - t0))))
         hottest = sysinfo.hottest_c(root)
@@ -207,7 +213,7 @@ def freq_drop(values: List[int], ratio: float = FREQ_DROP) -> Optional[Tuple[int
 
 # --- validity ----------------------------------------------------------------------------------------------------
 
-def judge(before: Dict[str, object], after: Dict[str, object], freq: Optional[Dict[str, object]],
+def judge(before: Dict[str, object], after: Dict[str, object], freq: Optional[Dict[str, Any]],
           other_load: Dict[str, Optional[float]], max_other_load: float,
           cooldown_info: Optional[Dict[str, object]]) -> Tuple[List[str], List[str]]:
     """(reasons the run is invalid, notes). Invalid: throttling now (before or after) or newly occurred during
@@ -234,7 +240,7 @@ def judge(before: Dict[str, object], after: Dict[str, object], freq: Optional[Di
     if freq and freq.get("drop"):
         drop = freq["drop"]
         reasons.append("CPU clock dropped during the run on CPUs %s: %s -> %s kHz"
-                       % (freq.get("cpus") or "all", drop["from_khz"], drop["to_khz"]))  # type: ignore[index]
+                       % (freq.get("cpus") or "all", drop["from_khz"], drop["to_khz"]))
     for phase, load in other_load.items():
         if load is not None and load > max_other_load:
             reasons.append("other processes used %.2f CPUs on average during the %s (limit %.2f, --max-other-load)"

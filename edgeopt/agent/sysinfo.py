@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, TypedDict
 
 
 def _read(path: str) -> Optional[str]:
@@ -107,10 +107,30 @@ def cpu_dirs(root: str = "/") -> List[str]:
     return sorted(glob.glob(sys_path(root, "devices/system/cpu/cpu[0-9]*")), key=_cpu_sort_key)
 
 
-def cpufreq_state(root: str = "/", cpus: Optional[List[int]] = None) -> List[Dict[str, object]]:
+class CpuFreq(TypedDict):
+    """One row of ``cpufreq_state``."""
+
+    cpu: int
+    governor: Optional[str]
+    cur_khz: Optional[int]
+    max_khz: Optional[int]
+    scaling_max_khz: Optional[int]
+    capacity: Optional[int]
+
+
+class ThermalZone(TypedDict):
+    """One row of ``thermal_state``."""
+
+    zone: str
+    type: Optional[str]
+    temp_mc: int
+    temp_c: float
+
+
+def cpufreq_state(root: str = "/", cpus: Optional[List[int]] = None) -> List[CpuFreq]:
     """Per CPU with a ``cpufreq`` directory: governor, current and maximum clock (kHz), ``cpu_capacity``
     (arm64 big.LITTLE; null elsewhere). ``cpus`` limits the list."""
-    rows = []
+    rows: List[CpuFreq] = []
     for cpu_dir in cpu_dirs(root):
         cpu = _cpu_sort_key(cpu_dir)
         freq = os.path.join(cpu_dir, "cpufreq")
@@ -127,9 +147,9 @@ def cpufreq_state(root: str = "/", cpus: Optional[List[int]] = None) -> List[Dic
     return rows
 
 
-def thermal_state(root: str = "/") -> List[Dict[str, object]]:
+def thermal_state(root: str = "/") -> List[ThermalZone]:
     """Thermal zones: ``temp`` is in millidegrees Celsius (``temp_mc``); ``temp_c`` is the same in degrees."""
-    zones = []
+    zones: List[ThermalZone] = []
     for zone in sorted(glob.glob(sys_path(root, "class/thermal/thermal_zone*")), key=_cpu_sort_key):
         temp = _read_int(os.path.join(zone, "temp"))
         if temp is not None:
@@ -140,7 +160,7 @@ def thermal_state(root: str = "/") -> List[Dict[str, object]]:
 
 def hottest_c(root: str = "/") -> Optional[float]:
     temps = [z["temp_c"] for z in thermal_state(root)]
-    return max(temps) if temps else None  # type: ignore[type-var]
+    return max(temps) if temps else None
 
 
 def loadavg() -> Optional[List[float]]:

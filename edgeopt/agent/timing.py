@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 _NS_PER_MS = 1_000_000.0
 
@@ -55,9 +55,19 @@ def time_call(fn: Callable[[], object]) -> float:
     return (t1 - t0) / _NS_PER_MS
 
 
+class Measurement(TypedDict):
+    """What ``measure`` returns."""
+
+    samples_ms: List[float]
+    measure_seconds: float
+    start_ns: int
+    end_ns: int
+    capped: bool
+
+
 def measure(invoke: Callable[[], object], prepare: Optional[Callable[[int], object]],
             warmup: int, runs: int, min_seconds: float, max_runs: int,
-            between: Optional[Callable[[Optional[float]], object]] = None) -> Dict[str, object]:
+            between: Optional[Callable[[Optional[float]], object]] = None) -> Measurement:
     """Warm up, then time ``invoke`` until at least ``runs`` samples AND ``min_seconds`` of measuring
     have passed (whichever is later), never more than ``max_runs`` samples.
 
