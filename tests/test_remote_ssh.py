@@ -377,7 +377,7 @@ def test_connection_dropped_mid_upload_then_next_push_resumes(how: str, sshd_fac
             if how == "transport closed":
                 transport.close()
             elif how == "socket dies":
-                transport._client.get_transport().sock.close()  # the link dies under the SFTP stream
+                transport.client.get_transport().sock.close()  # the link dies under the SFTP stream
             else:
                 sshd.drop_connections()  # sshd's side of the connection is SIGKILLed
                 time.sleep(0.2)
@@ -434,10 +434,10 @@ def test_sha256sum_fallback_and_python_path(ssh: SSHTransport, tmp_path: Path) -
     ssh.put(src, remote)
     fallback = DeviceSession(ssh, python="/nonexistent/python3")
     assert fallback.remote_sha256(remote) == sha256_file(src)
-    assert fallback._hasher == "sha256sum"
+    assert fallback.hasher == "sha256sum"
     assert fallback.remote_sha256(remote + ".missing") is None
     explicit = DeviceSession(ssh, python="/usr/bin/python3")
-    assert explicit.remote_sha256(remote) == sha256_file(src) and explicit._hasher == "python"
+    assert explicit.remote_sha256(remote) == sha256_file(src) and explicit.hasher == "python"
     assert explicit.remote_sha256(remote + ".missing") is None
 
 

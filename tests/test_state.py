@@ -93,11 +93,11 @@ def test_freq_drop_and_validity_rules():
 def test_other_load_counts_other_processes_not_this_one(monkeypatch):
     """Machine busy ticks minus this process's ticks (the machine here is shared, so synthetic /proc values)."""
     ticks = iter([(1000, 50), (1000 + 150, 50 + 100)])  # 150 busy ticks, 100 of them ours, over ~0.5 s
-    monkeypatch.setattr(state, "_cpu_ticks", lambda: next(ticks))
+    monkeypatch.setattr(state, "cpu_ticks", lambda: next(ticks))
     monkeypatch.setattr(state.os, "sysconf", lambda name: 100)
     load = state.OtherLoad().start()
     load.t0 -= 0.5
     assert load.stop(0.1) == pytest.approx(50 / 100 / 0.5, rel=0.01)
     monkeypatch.undo()
     assert state.OtherLoad().start().stop(0.5) is None  # too short to count 10 ms ticks
-    assert state._cpu_ticks()[0] > 0  # the real /proc parses
+    assert state.cpu_ticks()[0] > 0  # the real /proc parses

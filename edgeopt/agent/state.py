@@ -122,7 +122,7 @@ def cooldown(root: str, below_c: float, timeout_s: float, poll_s: float = 0.5) -
 
 # --- watching the loop -------------------------------------------------------------------------------------------
 
-def _cpu_ticks() -> Optional[Tuple[int, int]]:
+def cpu_ticks() -> Optional[Tuple[int, int]]:
     """(busy ticks of the whole machine, ticks of this process incl. waited-for children) from /proc."""
     try:
         with open("/proc/stat") as fh:
@@ -149,12 +149,12 @@ class OtherLoad:
         self.ticks0: Optional[Tuple[int, int]] = None
 
     def start(self) -> "OtherLoad":
-        self.t0, self.ticks0 = time.monotonic(), _cpu_ticks()
+        self.t0, self.ticks0 = time.monotonic(), cpu_ticks()
         return self
 
     def stop(self, min_window_s: float = 0.0) -> Optional[float]:
         """None when /proc is missing or the window is shorter than ``min_window_s`` (ticks are 10 ms)."""
-        t1, ticks1 = time.monotonic(), _cpu_ticks()
+        t1, ticks1 = time.monotonic(), cpu_ticks()
         if self.ticks0 is None or ticks1 is None or t1 - self.t0 <= max(min_window_s, 0.0) or t1 <= self.t0:
             return None
         try:

@@ -76,6 +76,11 @@ class DeviceSession:
         return f"{self.cache_dir}/blobs/{sha256}/{filename}"
 
     # -- hashing on the device -------------------------------------------------------------------------------
+    @property
+    def hasher(self) -> str | None:
+        """How the device hashes files: ``"python"`` or ``"sha256sum"`` (``None`` until the first hash)."""
+        return self._hasher
+
     def remote_sha256(self, path: str) -> str | None:
         """SHA-256 of ``path`` computed on the device, or ``None`` if the file does not exist."""
         if self._hasher != "sha256sum":

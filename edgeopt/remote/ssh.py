@@ -325,6 +325,11 @@ class SSHTransport(ClosingTransport):
         return self._home
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
+    @property
+    def client(self) -> paramiko.SSHClient:
+        """The underlying paramiko client (for what this transport does not wrap; it closes with the transport)."""
+        return self._client
+
     def close(self) -> None:
         with self._lock:
             if self._sftp is not None:
