@@ -31,6 +31,23 @@ def example_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def wide_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's architecture 4x wider (16x the convolution work; random weights), built fp32 for `local`:
+    slower than the example's int8 on any machine. Never assume int8 beats fp32 (on some CPUs it does not): the
+    CI tests' regression is a change that does more work. Returns the target directory (``<out>/local``)."""
+    from edgeopt.build import BuildRequest, build
+    from edgeopt.config import load_profile, load_target
+    from edgeopt.inputs.model import build_example_architecture
+
+    root = tmp_path_factory.mktemp("wide-build")
+    model = build_example_architecture(width=64)
+    model.save(root / "wide.keras")
+    build(BuildRequest(target=load_target("local"), profiles=[load_profile("fp32")], model=str(root / "wide.keras"),
+                       data="example:calibration", eval="example:eval", out=root / "out"))
+    return root / "out" / "local"
+
+
+@pytest.fixture(scope="session")
 def example_eval():
     from edgeopt.inputs.data import example_split
 

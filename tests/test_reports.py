@@ -23,11 +23,11 @@ IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]
 
 
 @pytest.fixture(scope="module")
-def runs(example_build, tmp_path_factory) -> dict:
+def runs(example_build, wide_build, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("reports")
     built = Path(example_build["out"]) / "local"
     fast = release_artifacts(built, "int8", root / "main-build")
-    slow = release_artifacts(built, "fp32", root / "change-build")
+    slow = release_artifacts(wide_build, "fp32", root / "change-build")  # 16x the work: slower anywhere
 
     def lab(name: str, artifacts: Path) -> Path:
         path = root / f"{name}.yaml"
@@ -103,7 +103,7 @@ def test_report_compare_two_stored_runs(runs, tmp_path, capsys):
     assert out.startswith("## edgeopt ci: REGRESSION") and runs["main"].run_id in out.splitlines()[0]
     assert len(IMG.findall(html.read_text())) == 4
     assert ET.parse(tmp_path / "j.xml").getroot().get("failures") == "2"
-    # reversed: the fp32 -> int8 direction is an improvement, not a failure
+    # reversed: the wide fp32 -> example int8 direction is an improvement, not a failure
     assert cli("report", "--results", results, "--summary", tmp_path / "s.md", "--compare",
                runs["change"].run_id, runs["main"].run_id) == 0
     assert (tmp_path / "s.md").read_text().startswith("## edgeopt ci: PASS: 2/2 passed")
