@@ -458,3 +458,131 @@ def test_progress_on_a_terminal_and_format_filter(tmp_path, built, agent_cache):
         bench(BenchOptions(targets=[str(only_tflite)], artifacts=tmp_path / "artifacts", formats=["onnx"],
                            profiles=["int8"], results=tmp_path / "results"))
     assert "the target takes tflite" in info.value.one_line()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# connection precedence (command line > ~/.ssh/config > target YAML), strict addresses, ready-file checks
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_models():
+    from agent_models import ensure_agent_models
+
+    return ensure_agent_models()
+
+
+def pi_like_target(tmp_path: Path, python: str, workdir: str, host: str = "raspberrypi.invalid") -> Path:
+    """A target shaped like the shipped rpi4 (user pi, a fixed port, a key file) whose own values must lose to
+    an ~/.ssh/config alias: nothing listens on its port and its key file does not exist."""
+    path = tmp_path / "pi-like.yaml"
+    path.write_text(json.dumps({
+        "arch": "native", "transport": "ssh", "formats": ["tflite", "onnx"], "runtimes": ["litert", "onnxruntime"],
+        "connection": {"host": host, "user": "pi", "port": free_port(), "key": str(tmp_path / "no-such-key"),
+                       "python": python, "workdir": workdir}}))
+    return path
+
+
+def test_ssh_config_alias_beats_the_target_yaml_and_the_command_line_beats_both(sshd, envs, tiny_models, tmp_path,
+                                                                                capsys):
+    target = pi_like_target(tmp_path, envs["litert"].python, f"{sshd.home}/wd/{tmp_path.name}-alias")
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config_block("mypi"))  # Port, User, IdentityFile of the loopback device
+    known = sshd.write_known_hosts(tmp_path / "known_hosts")
+    common = ["--ssh-config", config, "--known-hosts", known, "--results", tmp_path / "results", "--runs", RUNS,
+              "--warmup", WARMUP, "--connect-timeout", 5]
+    code = cli("bench", tiny_models.fp32_tflite, "--target", target, "--host", "mypi", *common, "--json")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out["results"][0]["error"]
+    [doc] = out["results"]
+    assert doc["valid"] and f"mypi ({sshd.user}@127.0.0.1:{sshd.port})" == doc["transport"]["description"]
+    # the command line wins over the alias: --port sends it where nothing listens
+    dead = free_port()
+    code = cli("bench", tiny_models.fp32_tflite, "--target", target, "--host", "mypi", "--port", dead, *common)
+    err = capsys.readouterr().err
+    assert code == 3 and f"connection refused by 127.0.0.1:{dead}" in err
+
+
+def test_ci_lab_device_alias_beats_the_target_yaml(sshd, tiny_models, tmp_path):
+    from edgeopt.ci import CIOptions
+    from edgeopt.ci.plan import plan_lab
+    from edgeopt.config.lab import load_lab
+    from edgeopt.remote.ssh import SSHTransport
+
+    target = pi_like_target(tmp_path, "python3", f"{sshd.home}/wd/{tmp_path.name}-ci")
+    built = tmp_path / "built" / "pi-like" / "p1"
+    built.mkdir(parents=True)
+    (built / "model.tflite").write_bytes(tiny_models.fp32_tflite.read_bytes())
+    (built / "manifest.json").write_text(json.dumps({"profile": "p1", "target": "pi-like", "artifacts": [
+        {"file": "model.tflite", "format": "tflite", "sha256": "0" * 64, "bytes": 1}]}))
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config_block("lab-pi"))
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text(json.dumps({
+        "name": "alias", "profiles": ["p1"], "formats": ["tflite"],
+        "models": [{"name": "m", "artifacts": str(tmp_path / "built")}],
+        "devices": [{"name": "pi-a", "target": str(target), "host": "lab-pi", "ssh_config": str(config),
+                     "known_hosts": str(sshd.write_known_hosts(tmp_path / "known_hosts"))}]}))
+    [cell] = plan_lab(load_lab(lab_file), CIOptions(lab=lab_file, build=False))
+    with SSHTransport(cell.plan.spec) as transport:
+        assert transport.description == f"lab-pi ({sshd.user}@127.0.0.1:{sshd.port})"
+        assert transport.run(["echo", "ok"], timeout=10).stdout == b"ok\n"
+    lab_file.write_text(lab_file.read_text().replace('"host": "lab-pi"', '"host": "pi@@lab-pi:x"'))
+    with pytest.raises(ConfigError) as info:
+        plan_lab(load_lab(lab_file), CIOptions(lab=lab_file, build=False))
+    assert "lab.yaml: devices.pi-a.host 'pi@@lab-pi:x'" in info.value.one_line()
+    assert "expected [user@]host[:port]" in info.value.one_line()
+
+
+@pytest.mark.parametrize("address", ["user@@host:port:x", "pi@h:70000", "fe80::1:22", "pi@h:22:"])
+def test_bad_host_address_is_one_line_naming_the_option(address, tmp_path, capsys):
+    code = cli("bench", "--target", "rpi4", "--host", address, "--results", tmp_path / "results",
+               "--artifacts", tmp_path / "artifacts")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"--host {address!r}" in err and "expected [user@]host[:port]" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_host_for_a_local_target_is_refused(tmp_path, capsys):
+    code = cli("bench", "--target", "local", "--host", "pi@127.0.0.1:2222", "--results", tmp_path / "results",
+               "--artifacts", tmp_path / "artifacts")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--host" in err and "transport: local" in err and "--target rpi4" in err and "drop --host" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_ready_model_check_accepts_real_models(tiny_models):
+    from edgeopt.analyze.check import check_model_file
+
+    for good, fmt in [(tiny_models.fp32_tflite, "tflite"), (tiny_models.int8_tflite, "tflite"),
+                      (tiny_models.fp32_onnx, "onnx")]:
+        check_model_file(good, fmt)
+
+
+def test_corrupt_or_empty_ready_models_fail_on_the_host_before_any_push(sshd, tiny_models, tmp_path, capsys):
+    workdir = Path(f"{sshd.home}/wd/{tmp_path.name}-corrupt")
+    target = tmp_path / "dev.yaml"
+    target.write_text(json.dumps({
+        "arch": "native", "transport": "ssh", "formats": ["tflite", "onnx"], "runtimes": ["litert", "onnxruntime"],
+        "connection": {"host": sshd.host, "user": sshd.user, "port": sshd.port, "key": str(sshd.client_key),
+                       "workdir": str(workdir)}}))
+    known = sshd.write_known_hosts(tmp_path / "known_hosts")
+    (tmp_path / "ssh_config").write_text("")
+    tflite = tiny_models.fp32_tflite.read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = {"empty.tflite": b"", "empty.onnx": b"", "truncated.tflite": tflite[: len(tflite) // 2],
+             "no-identifier.tflite": b"\0" * 64, "text.tflite": b"not a model at all\n" * 10,
+             "truncated.onnx": tiny_models.fp32_onnx.read_bytes()[:200], "tflite-bytes.onnx": tflite,
+             "junk.onnx": os.urandom(4096)}
+    for name, data in cases.items():
+        model = bad / name
+        model.write_bytes(data)
+        code = cli("bench", model, "--target", target, "--known-hosts", known, "--ssh-config", tmp_path / "ssh_config",
+                   "--results", tmp_path / "results", "--connect-timeout", 5)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (name, err)
+        assert len(err.splitlines()) == 1 and str(model) in err and "Traceback" not in err, (name, err)
+        assert ("empty" in err) if not data else ("not a" in err), (name, err)
+    assert not workdir.exists()  # nothing was pushed, no device contacted
+    assert not (tmp_path / "results").exists()

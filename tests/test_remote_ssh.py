@@ -5,6 +5,7 @@ No mocks of paramiko or sshd. Nothing outside 127.0.0.0/8 is ever contacted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -482,3 +483,216 @@ def test_several_independent_servers(sshd_factory, tmp_path: Path) -> None:
         SSHTransport(ConnectionSpec(**b.connect_kwargs(a.root / "known_hosts")))  # type: ignore[arg-type]
     a.stop()
     assert not a.running and b.running
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ~/.ssh/config: precedence, Include, ProxyJump; known_hosts: several files, @cert-authority, @revoked
+# ------------------------------------------------------------------------------------------------------------
+def _home_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private HOME whose ~/.ssh is empty (nothing from the real ~/.ssh)."""
+    dot_ssh = tmp_path / "home" / ".ssh"
+    dot_ssh.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return dot_ssh
+
+
+def _whoami(spec: ConnectionSpec) -> str:
+    with SSHTransport(spec) as transport:
+        return transport.run(["sh", "-c", 'echo "$(id -un) $SSH_CONNECTION"'], timeout=10).text.strip()
+
+
+def test_target_defaults_lose_to_the_ssh_config_alias(sshd: SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    """A target's YAML user/port/key (default_*) apply only where the alias's config says nothing; explicit
+    values still win over the config."""
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config_block("mypi"))
+    wrong_key = tmp_path / "target_key"
+    generate_ed25519(wrong_key)
+    spec = ConnectionSpec(host="mypi", ssh_config=config, known_hosts=known_hosts, allow_agent=False,
+                          connect_timeout=5, default_user="pi", default_port=free_port(),
+                          default_key_filename=str(wrong_key))
+    resolved = spec.resolve()
+    assert (resolved.port, resolved.user, resolved.key_filenames) == (sshd.port, sshd.user, (str(sshd.client_key),))
+    who = _whoami(spec)
+    assert who.startswith(f"{sshd.user} ") and who.endswith(f" {sshd.port}")
+    # the alias says nothing: the target's values apply, before OpenSSH's own defaults
+    bare = tmp_path / "bare_config"
+    bare.write_text("Host lab\n    HostName 127.0.0.1\n")
+    fallback = ConnectionSpec(host="lab", ssh_config=bare, default_user="pi", default_port=2200,
+                              default_key_filename=str(wrong_key)).resolve()
+    assert (fallback.user, fallback.port, fallback.key_filenames) == ("pi", 2200, (str(wrong_key),))
+    explicit = ConnectionSpec(host="mypi", ssh_config=config, user="me", port=2222, default_user="pi").resolve()
+    assert (explicit.user, explicit.port) == ("me", 2222)
+
+
+def test_include_is_followed(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative Include paths are under ~/.ssh, globs expand sorted, an Include inside a Host block applies only
+    to that block's hosts, and the including block continues after it."""
+    dot_ssh = _home_ssh(tmp_path, monkeypatch)
+    sshd.write_known_hosts(dot_ssh / "known_hosts")
+    (dot_ssh / "config.d").mkdir()
+    (dot_ssh / "config.d" / "10-pi.conf").write_text(sshd.ssh_config_block("inc-pi"))
+    (dot_ssh / "config.d" / "20-other.conf").write_text("Host inc-other\n    HostName 10.9.9.9\n")
+    (dot_ssh / "only-for-x.conf").write_text("User from-x\nHost *\n    ConnectTimeout 3\n")
+    (dot_ssh / "config").write_text(
+        "Include config.d/*.conf\n"
+        "Host x-*\n"
+        "    Include only-for-x.conf\n"
+        "    Port 2022\n"
+        "Host *\n"
+        "    User fallback\n")
+    with SSHTransport(ConnectionSpec(host="inc-pi", allow_agent=False, connect_timeout=5)) as transport:
+        assert transport.run(["echo", "included"], timeout=10).stdout == b"included\n"
+    assert ConnectionSpec(host="inc-other").resolve().hostname == "10.9.9.9"
+    x = ConnectionSpec(host="x-1").resolve()
+    assert (x.user, x.port, x.connect_timeout) == ("from-x", 2022, 3.0)  # Include inside Host x-*, then Port
+    other = ConnectionSpec(host="y-1").resolve()
+    assert (other.user, other.port, other.connect_timeout) == ("fallback", 22, 10.0)  # nothing of x-* leaks
+    (dot_ssh / "loop.conf").write_text("Include loop.conf\n")
+    (dot_ssh / "config").write_text("Include loop.conf\n")
+    with pytest.raises(RemoteError, match="Include nesting"):
+        ConnectionSpec(host="any").resolve()
+
+
+def test_proxy_jump_through_a_second_sshd(sshd: SshServer, sshd_factory, tmp_path: Path) -> None:
+    """ProxyJump: the device is reached through a direct-tcpip channel of the jump host, with both host keys
+    checked (each unknown one refused, then recorded with accept-new)."""
+    jump = sshd_factory("jump")
+    config = tmp_path / "ssh_config"
+    config.write_text(jump.ssh_config_block("jumpbox") + sshd.ssh_config_block("behind")
+                      + "    ProxyJump jumpbox\n")
+    known = tmp_path / "known_hosts"
+    known.write_text(jump.known_hosts_line + "\n" + sshd.known_hosts_line + "\n")
+    spec = ConnectionSpec(host="behind", ssh_config=config, known_hosts=known, allow_agent=False, connect_timeout=5)
+    assert spec.resolve().via is not None and spec.resolve().via.alias == "jumpbox"
+    accepted = jump.log_text().count("Accepted publickey")
+    with SSHTransport(spec) as transport:
+        assert "via jumpbox" in transport.description
+        assert transport.run(["echo", "behind"], timeout=10).stdout == b"behind\n"
+        assert jump.log_text().count("Accepted publickey") == accepted + 1  # the jump host was used
+        jump.drop_connections()  # the tunnel is the only link: cutting the jump host cuts the device
+        time.sleep(0.3)
+        with pytest.raises(RemoteError):
+            transport.run(["true"], timeout=5)
+    # host keys are checked on both hops
+    known.write_text(sshd.known_hosts_line + "\n")
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(spec)
+    assert "ProxyJump host jumpbox" in info.value.one_line() and jump.host_key_name in info.value.one_line()
+    assert "unknown" in info.value.one_line()
+    known.write_text(jump.known_hosts_line + "\n")
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(spec)
+    assert "ProxyJump" not in info.value.message and sshd.host_key_name in info.value.one_line()
+    known.write_text("")
+    with SSHTransport(dataclasses.replace(spec, accept_new_host_key=True)) as transport:
+        assert transport.run(["true"], timeout=10).ok
+    assert set(known.read_text().splitlines()) == {jump.known_hosts_line, sshd.known_hosts_line}
+    # a changed key on the jump host is refused, even with accept-new
+    impostor = generate_ed25519(tmp_path / "impostor", "x").split()
+    known.write_text(f"{jump.host_key_name} {impostor[0]} {impostor[1]}\n{sshd.known_hosts_line}\n")
+    with pytest.raises(HostKeyError, match="HAS CHANGED"):
+        SSHTransport(dataclasses.replace(spec, accept_new_host_key=True))
+    # the jump host cannot reach the device: one line naming both
+    known.write_text(jump.known_hosts_line + "\n" + sshd.known_hosts_line + "\n")
+    dead = free_port()
+    config.write_text(config.read_text() + f"Host nowhere\n    HostName 127.0.0.1\n    Port {dead}\n"
+                      "    ProxyJump jumpbox\n")
+    with pytest.raises(RemoteError) as info:
+        SSHTransport(dataclasses.replace(spec, host="nowhere"))
+    line = info.value.one_line()
+    assert "ProxyJump host jumpbox" in line and f"could not connect to 127.0.0.1:{dead}" in line and "\n" not in line
+
+
+def test_proxy_jump_forms_and_errors(sshd: SshServer, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host chain\n    HostName 10.1.1.1\n    ProxyJump me@hop1:2201,ssh://hop2,[fe80::1]:2203\n"
+                      "Host hop1\n    HostName 10.0.0.1\n    User nobody\n    ProxyJump hop0\n"
+                      "Host hop2\n    ProxyJump ignored\n"
+                      "Host bad\n    ProxyJump user@@x:1:2\n"
+                      "Host both\n    ProxyJump hop1\n    ProxyCommand nc %h %p\n"
+                      "Host loop-a\n    ProxyJump loop-b\nHost loop-b\n    ProxyJump loop-a\n")
+    chain = ConnectionSpec(host="chain", ssh_config=config).resolve()
+    hops = []
+    via = chain.via
+    while via is not None:
+        hops.append((via.alias, via.hostname, via.user, via.port))
+        via = via.via
+    assert [h[0] for h in hops] == ["fe80::1", "hop2", "hop1", "hop0"]  # last hop first; hop1's own ProxyJump
+    assert hops[2][1:] == ("10.0.0.1", "me", 2201) and hops[0][3] == 2203
+    with pytest.raises(RemoteError, match=r"ProxyJump for host bad .*more than one '@'"):
+        ConnectionSpec(host="bad", ssh_config=config).resolve()
+    with pytest.raises(RemoteError, match="both ProxyCommand and ProxyJump"):
+        ConnectionSpec(host="both", ssh_config=config).resolve()
+    with pytest.raises(RemoteError, match="a loop"):
+        ConnectionSpec(host="loop-a", ssh_config=config).resolve()
+
+
+def test_every_user_known_hosts_file_is_read(sshd: SshServer, tmp_path: Path) -> None:
+    first, second = tmp_path / "first_known_hosts", tmp_path / "second_known_hosts"
+    first.write_text("")
+    sshd.write_known_hosts(second)
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.ssh_config_block("pi") + f"    UserKnownHostsFile {first} {second}\n")
+    spec = ConnectionSpec(host="pi", ssh_config=config, allow_agent=False, connect_timeout=5)
+    assert spec.resolve().known_hosts_files == (first, second)
+    with SSHTransport(spec) as transport:  # the key is only in the second file
+        assert transport.recorded_host_key is None and transport.run(["true"], timeout=10).ok
+    # an unknown key names every file and, once accepted, is recorded in the first (as OpenSSH does)
+    second.write_text("")
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(spec)
+    assert str(first) in info.value.one_line() and str(second) in info.value.one_line()
+    with SSHTransport(dataclasses.replace(spec, accept_new_host_key=True)):
+        pass
+    assert first.read_text() == sshd.known_hosts_line + "\n" and second.read_text() == ""
+
+
+def test_cert_authority_lines_are_skipped_not_fatal(sshd: SshServer, tmp_path: Path) -> None:
+    ca = generate_ed25519(tmp_path / "ca", "ca").split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@cert-authority *.example.com,127.0.0.1 {ca[0]} {ca[1]}\n{sshd.known_hosts_line}\n")
+    with SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known))) as transport:  # type: ignore[arg-type]
+        assert transport.run(["true"], timeout=10).ok
+    # a host trusted only through a CA is unknown (host certificates are not supported), and the error says why
+    known.write_text(f"@cert-authority [127.0.0.1]:* {ca[0]} {ca[1]}\n")
+    with pytest.raises(HostKeyError) as info:
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known)))  # type: ignore[arg-type]
+    assert "unknown" in info.value.one_line() and "@cert-authority" in info.value.one_line()
+
+
+def test_revoked_host_key_is_refused_always(sshd: SshServer, tmp_path: Path) -> None:
+    key_type, key_b64 = sshd.host_pubkey.split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{sshd.known_hosts_line}\n@revoked * {key_type} {key_b64}\n")
+    before = known.read_bytes()
+    for accept in (False, True):
+        with pytest.raises(HostKeyError) as info:
+            SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known, accept_new_host_key=accept)))  # type: ignore[arg-type]
+        assert "REVOKED" in info.value.one_line() and f"{known} line 2" in info.value.one_line()
+        assert _server_fingerprint(sshd) in info.value.one_line()
+    known.write_text(f"@revoked * {key_type} {key_b64}\n")  # only revoked: accept-new must not record it
+    with pytest.raises(HostKeyError, match="REVOKED"):
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known, accept_new_host_key=True)))  # type: ignore[arg-type]
+    assert known.read_text() == f"@revoked * {key_type} {key_b64}\n"
+    known.write_text(f"{sshd.known_hosts_line}\n@revoked * ssh-ed25519 not*base64\n")  # unreadable: loud
+    with pytest.raises(HostKeyError, match="@revoked"):
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known)))  # type: ignore[arg-type]
+    assert before  # the first file was never rewritten
+
+
+def test_known_hosts_wildcards_and_hashed_names(sshd: SshServer, tmp_path: Path) -> None:
+    import paramiko
+
+    key_type, key_b64 = sshd.host_pubkey.split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.*]:{sshd.port} {key_type} {key_b64}\n")
+    with SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known))):  # type: ignore[arg-type]
+        pass
+    known.write_text(f"[127.0.0.*]:{sshd.port},![127.0.0.1]:{sshd.port} {key_type} {key_b64}\n")
+    with pytest.raises(HostKeyError, match="unknown"):  # negated
+        SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known)))  # type: ignore[arg-type]
+    hashed = paramiko.HostKeys.hash_host(sshd.host_key_name)
+    known.write_text(f"{hashed} {key_type} {key_b64}\n")
+    with SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known))):  # type: ignore[arg-type]
+        pass

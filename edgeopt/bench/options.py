@@ -61,7 +61,7 @@ class BenchOptions:
             raise ConfigError(f"--timeout must be positive (got {self.timeout:g})")
         if not self.targets:
             raise ConfigError("no --target given")
-        if (self.host or self.port) and len(set(self.targets)) > 1:
+        if (self.host is not None or self.port is not None) and len(set(self.targets)) > 1:
             raise ConfigError("--host/--port name one device but several --target were given",
                               "run one edgeopt bench per device, or put each address in its target YAML")
         for fmt in self.formats or []:

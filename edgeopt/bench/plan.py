@@ -1,5 +1,6 @@
-"""Plan a device before anything runs: its target, transport, Python and the jobs (built artifacts, found
-through their manifests, or ready model files). Every missing-artifact or option error surfaces here."""
+"""Plan a device before anything runs: its target, transport, Python, SSH connection and the jobs (built
+artifacts, found through their manifests, or ready model files, each checked to load). Every missing-artifact,
+bad-model or option error surfaces here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgeopt.analyze.check import check_model_file
 from edgeopt.artifacts import MANIFEST_FILE, Manifest, sha256_file
 from edgeopt.bench.options import MODEL_SUFFIXES, BenchOptions, DevicePlan, Job, split_values
 from edgeopt.config import Target, apply_connection_overrides, load_target
+from edgeopt.config.target import connection_endpoint
 from edgeopt.errors import ArtifactMissing, ConfigError
 
 
@@ -83,11 +86,13 @@ def model_jobs(target: Target, models: list[Path]) -> list[Job]:
     for model in models:
         model = Path(model)
         if not model.is_file():
-            raise ArtifactMissing(f"model file {model} does not exist", "give the path of a .tflite or .onnx file")
+            what = "is not a regular file" if model.exists() else "does not exist"
+            raise ArtifactMissing(f"model file {model} {what}", "give the path of a .tflite or .onnx file")
         fmt = MODEL_SUFFIXES.get(model.suffix.lower())
         if fmt is None:
             raise ConfigError(f"{model}: cannot benchmark a {model.suffix or 'file without extension'}",
                               "give a ready .tflite or .onnx file (for other models run `edgeopt build` first)")
+        check_model_file(model, fmt)  # a corrupt file fails here, before anything is pushed
         jobs.append(Job(target=target.name, profile=None, format=fmt, model=model.resolve(), sha256=sha256_file(model),
                         bytes=model.stat().st_size))
     return jobs
@@ -98,13 +103,17 @@ def is_default_python(target: Target, python_override: str | None) -> bool:
 
 
 def plan_device(name: str, opts: BenchOptions) -> DevicePlan:
-    target = load_target(name)
-    target = apply_connection_overrides(target, host=opts.host, user=opts.user, port=opts.port, key=opts.key,
+    base = load_target(name)
+    target = apply_connection_overrides(base, host=opts.host, user=opts.user, port=opts.port, key=opts.key,
                                         python=opts.python)
-    if opts.host:
-        kind = "ssh"  # an address was given: reach that machine over SSH, whatever the target says
-    elif target.transport in ("local", "ssh"):
+    if opts.host is not None and base.transport == "local":
+        raise ConfigError(f"--host {opts.host!r} names an SSH device, but target {base.name} runs on this machine "
+                          "(transport: local)",
+                          f"use an ssh target for that device, e.g. --target rpi4 --host {opts.host}, or drop --host")
+    if target.transport in ("local", "ssh"):
         kind = target.transport
+    elif target.transport == "adb" and opts.host is not None:
+        kind = "ssh"  # the phone's address was given: reach it over SSH (e.g. Termux sshd)
     elif target.transport == "adb":
         raise ConfigError(f"target {target.name}: transport adb is not supported by edgeopt bench yet",
                           "reach the phone over SSH (e.g. Termux sshd) with transport: ssh")
@@ -123,9 +132,11 @@ def plan_device(name: str, opts: BenchOptions) -> DevicePlan:
     if kind == "ssh":
         from edgeopt.remote.ssh import ConnectionSpec
 
-        conn = target.connection
+        # OpenSSH precedence: the command line > ~/.ssh/config (the alias) > the target YAML's defaults
+        end = connection_endpoint(base, host=opts.host, user=opts.user, port=opts.port, key=opts.key)
         spec = ConnectionSpec(
-            host=conn.host or "", user=conn.user, port=conn.port, key_filename=conn.key,
+            host=end.host or "", user=end.user, port=end.port, key_filename=end.key,
+            default_user=end.default_user, default_port=end.default_port, default_key_filename=end.default_key,
             connect_timeout=opts.connect_timeout, command_timeout=opts.timeout,
             accept_new_host_key=opts.accept_new_host_key, known_hosts=opts.known_hosts,
             ssh_config=opts.ssh_config)

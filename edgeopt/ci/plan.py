@@ -15,6 +15,7 @@ from edgeopt.ci.model import CIOptions
 from edgeopt.ci.progress import CIProgress
 from edgeopt.config import Target, apply_connection_overrides, load_profile, load_target
 from edgeopt.config.lab import Lab
+from edgeopt.config.target import connection_endpoint
 from edgeopt.errors import ConfigError
 
 
@@ -68,8 +69,10 @@ def plan_lab(lab: Lab, opts: CIOptions, progress: CIProgress | None = None) -> l
     plans = []
     for device in lab.devices:
         kind = kinds[device.target]
-        target = apply_connection_overrides(kind, host=device.host, user=device.user, port=device.port,
-                                            key=lab.path(device.key) if device.key else None, python=device.python)
+        where = f"{lab.source_file}: devices.{device.name}.host"
+        key = lab.path(device.key) if device.key else None
+        target = apply_connection_overrides(kind, host=device.host, user=device.user, port=device.port, key=key,
+                                            python=device.python, what=where)
         conn = target.connection
         if device.workdir:
             conn = conn.model_copy(update={"workdir": device.workdir})
@@ -97,9 +100,13 @@ def plan_lab(lab: Lab, opts: CIOptions, progress: CIProgress | None = None) -> l
             python = sys.executable
         spec = None
         if transport == "ssh":
+            # OpenSSH precedence: the lab's device entry > ~/.ssh/config (the alias) > the target YAML's defaults
+            end = connection_endpoint(kind, host=device.host, user=device.user, port=device.port, key=key,
+                                      what=where)
             spec = ConnectionSpec(
-                host=conn.host or "", user=target.connection.user, port=target.connection.port,
-                key_filename=target.connection.key, connect_timeout=lab.bench.connect_timeout,
+                host=end.host or "", user=end.user, port=end.port, key_filename=end.key,
+                default_user=end.default_user, default_port=end.default_port, default_key_filename=end.default_key,
+                connect_timeout=lab.bench.connect_timeout,
                 command_timeout=lab.bench.timeout, accept_new_host_key=device.accept_new_host_key,
                 known_hosts=lab.path(device.known_hosts), ssh_config=lab.path(device.ssh_config) or opts.ssh_config)
         plans.append(CellPlan(DevicePlan(target=target, jobs=jobs, transport_kind=transport, python=python,

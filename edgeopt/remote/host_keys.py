@@ -1,23 +1,28 @@
-"""Host-key trust for SSH: fingerprints, the known_hosts file, and the accept-new policy.
+"""Host-key trust for SSH: fingerprints, the known_hosts files, and the accept-new policy.
 
-Like OpenSSH ``StrictHostKeyChecking=accept-new``: known hosts come from ``known_hosts``. An UNKNOWN key is
-refused unless ``accept_new_host_key`` is set, which records it (atomic rewrite of the file). A CHANGED key is
-always refused. Failures are :class:`~edgeopt.errors.HostKeyError`; key contents never appear in messages.
+Like OpenSSH ``StrictHostKeyChecking=accept-new``: known hosts come from every known_hosts file (plain, hashed
+and wildcard host names). A key listed under ``@revoked`` is always refused. An UNKNOWN key is refused unless
+``accept_new_host_key`` is set, which records it in the first file (atomic rewrite). A CHANGED key is always
+refused. ``@cert-authority`` lines are skipped (host certificates are not supported: such a host is unknown).
+Failures are :class:`~edgeopt.errors.HostKeyError`; key contents never appear in messages.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
+import re
 import stat
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import paramiko
 from paramiko.hostkeys import HostKeys
-from paramiko.ssh_exception import BadHostKeyException
 
 from edgeopt.errors import HostKeyError
 
@@ -28,8 +33,12 @@ _known_hosts_lock = threading.Lock()
 
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style fingerprint: ``SHA256:<base64 without padding>``."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return fingerprint_blob(key.asbytes())
+
+
+def fingerprint_blob(blob: bytes) -> str:
+    """The fingerprint of a public key given as its wire bytes (a known_hosts line's base64, decoded)."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def host_key_name(hostname: str, port: int) -> str:
@@ -40,31 +49,132 @@ def host_key_name(hostname: str, port: int) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # known_hosts
 # ------------------------------------------------------------------------------------------------------------
-def _name_matches(entry_names: str, name: str) -> bool:
-    for item in entry_names.split(","):
-        if item.startswith("|1|"):
-            try:
-                if HostKeys.hash_host(name, item) == item:
-                    return True
-            except Exception:  # malformed hash: not ours
-                continue
-        elif item == name:
-            return True
-    return False
+@dataclass(frozen=True)
+class KnownHostLine:
+    """One key line of a known_hosts file. ``marker``: ``@revoked``, ``@cert-authority`` or ``None``;
+    ``blob``: the public key bytes (``None`` when the base64 is broken)."""
+
+    path: Path
+    number: int
+    marker: str | None
+    names: str
+    key_type: str
+    blob: bytes | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path} line {self.number}"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_blob(self.blob or b"")
 
 
-def known_hosts_lines(path: Path, name: str) -> list[int]:
-    """1-based line numbers of ``path`` holding a key for ``name`` (plain or hashed entries)."""
+def read_known_hosts(path: Path) -> list[KnownHostLine]:
+    """The key lines of one known_hosts file (missing file: none). Comments, blank lines, lines with too few
+    fields and unknown markers are skipped, as OpenSSH does."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise HostKeyError(f"cannot read known_hosts file {path}: {exc.strerror or exc}",
+                           "check the file's permissions") from exc
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
-        if len(fields) >= 3 and not line.lstrip().startswith("#") and _name_matches(fields[0], name):
-            found.append(number)
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = None
+        if fields[0].startswith("@"):
+            marker = fields.pop(0)
+            if marker not in ("@revoked", "@cert-authority"):
+                continue
+        if len(fields) < 3:
+            continue
+        try:
+            blob: bytes | None = base64.b64decode(fields[2], validate=True)
+        except (binascii.Error, ValueError):
+            blob = None
+        found.append(KnownHostLine(path, number, marker, fields[0], fields[1], blob))
     return found
+
+
+@dataclass(frozen=True)
+class KnownHosts:
+    """Every key line of the known_hosts files (``UserKnownHostsFile`` may list several)."""
+
+    files: tuple[Path, ...]
+    lines: tuple[KnownHostLine, ...]
+
+    @classmethod
+    def read(cls, files: Sequence[Path]) -> KnownHosts:
+        return cls(tuple(files), tuple(line for path in files for line in read_known_hosts(path)))
+
+    def keys_for(self, name: str) -> list[KnownHostLine]:
+        """The plain (unmarked) lines holding a key for ``name``; a broken one is an error."""
+        listed = [line for line in self.lines if line.marker is None and names_match(line.names, name)]
+        for line in listed:
+            if line.blob is None:
+                raise HostKeyError(f"cannot read known_hosts file {line.where}: the key of {name} is not valid "
+                                   f"base64", "fix or remove the broken line")
+        return listed
+
+    def revoked(self, blob: bytes) -> KnownHostLine | None:
+        """The ``@revoked`` line listing this key, for any host (stricter than OpenSSH: a revoked key is never
+        accepted, whatever host offers it). A revocation that cannot be read is an error, never skipped."""
+        for line in self.lines:
+            if line.marker != "@revoked":
+                continue
+            if line.blob is None:
+                raise HostKeyError(f"cannot read known_hosts file {line.where}: the @revoked key is not valid "
+                                   f"base64", "fix the line — edgeopt does not connect while a revocation it "
+                                   "cannot read is listed")
+            if line.blob == blob:
+                return line
+        return None
+
+    def cert_authorities_for(self, name: str) -> list[KnownHostLine]:
+        return [line for line in self.lines if line.marker == "@cert-authority" and names_match(line.names, name)]
+
+    def key_types_for(self, name: str) -> list[str]:
+        types: list[str] = []
+        for line in self.keys_for(name):
+            if line.key_type not in types:
+                types.append(line.key_type)
+        return types
+
+    def describe(self) -> str:
+        return ", ".join(str(f) for f in self.files) or "no known_hosts file (UserKnownHostsFile none)"
+
+
+def names_match(entry_names: str, name: str) -> bool:
+    """Does the host field of a known_hosts line (``a,b``, hashed ``|1|salt|hash``, wildcards ``*``/``?``,
+    negations ``!pattern``) cover ``name``?"""
+    matched = False
+    for item in entry_names.split(","):
+        if item.startswith("|1|"):
+            try:
+                if HostKeys.hash_host(name, item) == item:
+                    matched = True
+            except Exception:  # malformed hash: not ours
+                continue
+        elif item.startswith("!"):
+            if _glob(item[1:], name):
+                return False
+        elif _glob(item, name):
+            matched = True
+    return matched
+
+
+def _glob(pattern: str, name: str) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
+    return re.fullmatch(regex, name.lower()) is not None
+
+
+def known_hosts_lines(path: Path, name: str) -> list[int]:
+    """1-based line numbers of ``path`` holding a key for ``name`` (plain or hashed entries)."""
+    return [line.number for line in read_known_hosts(path) if line.marker is None and names_match(line.names, name)]
 
 
 def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
@@ -105,30 +215,53 @@ def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Policy: unknown keys (accept-new) and changed keys (always refused)
+# Policy: revoked keys and changed keys (always refused), unknown keys (accept-new)
 # ------------------------------------------------------------------------------------------------------------
 class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Called by paramiko only for a host that has no key in known_hosts: refuse it, or (with
-    ``accept_new_host_key``) record it in ``known_hosts`` and remember its fingerprint in :attr:`recorded`."""
+    """Every host key is checked here: the client is given no known keys, so paramiko hands each server key
+    to :meth:`missing_host_key`. A key listed as ``@revoked`` is refused; a key listed for the host is
+    accepted; a host listed with other keys only has a CHANGED key (refused, even with accept-new); an
+    unknown host is refused unless ``accept_new_host_key``, which records its key in the first known_hosts
+    file and remembers its fingerprint in :attr:`recorded`."""
 
-    def __init__(self, known_hosts: Path, accept_new_host_key: bool) -> None:
-        self.known_hosts = known_hosts
+    def __init__(self, known: KnownHosts, accept_new_host_key: bool) -> None:
+        self.known = known
         self.accept_new_host_key = accept_new_host_key
         self.recorded: str | None = None
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        blob = key.asbytes()
         fp = fingerprint(key)
-        if not self.accept_new_host_key:
+        revoked = self.known.revoked(blob)
+        if revoked is not None:
             raise HostKeyError(
-                f"host key of {hostname} is unknown ({key.get_name()} {fp}; not in {self.known_hosts})",
+                f"host key of {hostname} ({key.get_name()} {fp}) is REVOKED in {revoked.where}; refusing to connect",
+                "the key was revoked on purpose: give the device a new host key, verify its fingerprint on the "
+                f"device and record it ({ACCEPT_FLAG}); never remove the @revoked line to get past this",
+            )
+        listed = self.known.keys_for(hostname)
+        if any(line.blob == blob for line in listed):
+            return
+        if listed:
+            raise changed_host_key_error(hostname, key, listed)
+        if not self.accept_new_host_key:
+            authorities = self.known.cert_authorities_for(hostname)
+            note = (f"; {authorities[0].where} trusts it through @cert-authority, which edgeopt does not support"
+                    if authorities else "")
+            raise HostKeyError(
+                f"host key of {hostname} is unknown ({key.get_name()} {fp}; not in {self.known.describe()}{note})",
                 f"verify this fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_{_short(key)}_key.pub), "
                 f"then run again with {ACCEPT_FLAG} to record it",
             )
+        target = self.known.files[0] if self.known.files else None
+        if target is None:
+            raise HostKeyError(f"cannot record the host key of {hostname}: UserKnownHostsFile is none",
+                               "name a known_hosts file (--known-hosts or UserKnownHostsFile)")
         try:
-            record_host_key(self.known_hosts, hostname, key)
+            record_host_key(target, hostname, key)
         except OSError as exc:
             raise HostKeyError(
-                f"cannot record the host key of {hostname} in {self.known_hosts}: {exc.strerror or exc}",
+                f"cannot record the host key of {hostname} in {target}: {exc.strerror or exc}",
                 "check that the known_hosts file and its directory are writable",
             ) from exc
         client.get_host_keys().add(hostname, key.get_name(), key)
@@ -144,15 +277,18 @@ def _short(key: paramiko.PKey) -> str:
     return "rsa"
 
 
-def changed_host_key_error(known_hosts: Path, name: str, exc: BadHostKeyException) -> HostKeyError:
-    """The loud refusal for a host (stored as ``name``) whose key differs from the one in ``known_hosts``."""
-    lines = known_hosts_lines(known_hosts, name)
-    where = f"{known_hosts}" + (f" line {', '.join(map(str, lines))}" if lines else "")
+def changed_host_key_error(name: str, key: paramiko.PKey, listed: Sequence[KnownHostLine]) -> HostKeyError:
+    """The loud refusal for a host (stored as ``name``) whose key differs from every key known for it."""
+    files = list(dict.fromkeys(line.path for line in listed))
+    where = "; ".join(
+        f"{path} line {', '.join(str(line.number) for line in listed if line.path == path)}" for path in files)
+    has = ", ".join(dict.fromkeys(f"{line.key_type} {line.fingerprint}" for line in listed))
+    remove = "; ".join(f"ssh-keygen -f '{path}' -R '{name}'" for path in files)
     return HostKeyError(
         f"WARNING: HOST KEY OF {name} HAS CHANGED — someone may be doing something nasty "
-        f"(a man-in-the-middle attack), or the device was reinstalled. Offered {exc.key.get_name()} "
-        f"{fingerprint(exc.key)}, but {where} has {exc.expected_key.get_name()} {fingerprint(exc.expected_key)}. "
+        f"(a man-in-the-middle attack), or the device was reinstalled. Offered {key.get_name()} "
+        f"{fingerprint(key)}, but {where} has {has}. "
         f"Refusing to connect ({ACCEPT_FLAG} does not apply to changed keys)",
         f"only if you have verified the new fingerprint on the device, remove the old entry with "
-        f"ssh-keygen -f '{known_hosts}' -R '{name}' and connect again with {ACCEPT_FLAG}",
+        f"{remove} and connect again with {ACCEPT_FLAG}",
     )

@@ -4,7 +4,8 @@ What a device *is* (:class:`~edgeopt.remote.ssh_config.ConnectionSpec`: address,
 apart from *how* we talk to it (:class:`SSHTransport`). The pieces live in their own modules and are
 re-exported here, so ``from edgeopt.remote.ssh import ...`` keeps working:
 
-- :mod:`edgeopt.remote.ssh_config`: ``ConnectionSpec`` and its resolution through ``~/.ssh/config``;
+- :mod:`edgeopt.remote.ssh_config`: ``ConnectionSpec`` and its resolution through ``~/.ssh/config``
+  (``Include``, ``ProxyJump``; command line > config > a target's defaults);
 - :mod:`edgeopt.remote.host_keys`: known_hosts, fingerprints, and the accept-new host-key policy;
 - :mod:`edgeopt.remote.ssh_connect`: opening the connection and ``describe_connect_error``.
 
@@ -27,7 +28,14 @@ import paramiko
 from paramiko.ssh_exception import SSHException
 
 from edgeopt.errors import RemoteError, RemoteTimeout
-from edgeopt.remote.host_keys import ACCEPT_FLAG, fingerprint, host_key_name, known_hosts_lines, record_host_key
+from edgeopt.remote.host_keys import (
+    ACCEPT_FLAG,
+    KnownHosts,
+    fingerprint,
+    host_key_name,
+    known_hosts_lines,
+    record_host_key,
+)
 from edgeopt.remote.ssh_config import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, ConnectionSpec, ResolvedConnection
 from edgeopt.remote.ssh_connect import describe_connect_error, open_client
 from edgeopt.remote.transport import (
@@ -62,7 +70,9 @@ class SSHTransport(ClosingTransport):
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
         self._lock = threading.Lock()
-        self._client, self.recorded_host_key = open_client(self.conn)
+        self._opened = open_client(self.conn)
+        self._client = self._opened.client
+        self.recorded_host_key = self._opened.recorded_host_key
 
     # -- the connection --------------------------------------------------------------------------------------
     def _transport(self) -> paramiko.Transport:
@@ -338,8 +348,7 @@ class SSHTransport(ClosingTransport):
                 except Exception:
                     pass
                 self._sftp = None
-        self._client.close()
-
+        self._opened.close()  # the device's connection, then its ProxyJump hops
 
     def __repr__(self) -> str:
         return f"SSHTransport({self.description})"
@@ -362,6 +371,7 @@ __all__: Sequence[str] = (
     "DEFAULT_KNOWN_HOSTS",
     "DEFAULT_SSH_CONFIG",
     "ConnectionSpec",
+    "KnownHosts",
     "ResolvedConnection",
     "SSHTransport",
     "connect",

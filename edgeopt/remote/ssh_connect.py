@@ -1,7 +1,9 @@
 """Opening an SSH connection, and turning each way it can fail into one line that says what to fix.
 
 Authentication uses ssh-agent and the usual key files (paramiko's ``allow_agent``/``look_for_keys``) plus an
-explicit key file; passwords are never used. Host keys are checked by :mod:`edgeopt.remote.host_keys`. Every
+explicit key file; passwords are never used. Host keys are checked by :mod:`edgeopt.remote.host_keys` on every
+hop. ``ProxyJump`` hops are connected first, and the device is reached through a ``direct-tcpip`` channel of the
+last hop (``ssh -J``); a ``ProxyCommand`` is run as the socket. Every
 failure becomes :class:`~edgeopt.errors.RemoteError` (with a hint) or :class:`~edgeopt.errors.HostKeyError`;
 key contents and secrets never appear in messages.
 """
@@ -10,19 +12,20 @@ from __future__ import annotations
 
 import errno
 import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import paramiko
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadAuthenticationType,
-    BadHostKeyException,
     NoValidConnectionsError,
     PasswordRequiredException,
     SSHException,
 )
 
 from edgeopt.errors import HostKeyError, RemoteError
-from edgeopt.remote.host_keys import HostKeyPolicy, changed_host_key_error
+from edgeopt.remote.host_keys import HostKeyPolicy, KnownHosts
 from edgeopt.remote.ssh_config import ResolvedConnection
 
 
@@ -30,8 +33,6 @@ def describe_connect_error(conn: ResolvedConnection, exc: BaseException) -> Remo
     """Turn a connection failure into a one-line typed error (``None``: not a connection failure)."""
     where = f"{conn.hostname}:{conn.port}"
     via = f" (alias {conn.alias!r})" if conn.alias != conn.hostname else ""
-    if isinstance(exc, BadHostKeyException):
-        return changed_host_key_error(conn.known_hosts, conn.host_key_name, exc)
     if isinstance(exc, UnicodeError):  # raised by the idna codec before any lookup
         return RemoteError(
             f"invalid host name {conn.hostname!r}{via}", "check the spelling and the HostName in your SSH config"
@@ -101,33 +102,63 @@ def _unreachable(where: str, via: str) -> RemoteError:
     )
 
 
-def open_client(conn: ResolvedConnection) -> tuple[paramiko.SSHClient, str | None]:
-    """Connect and authenticate to ``conn``, checking its host key against known_hosts. Returns the client and
-    the fingerprint of a host key that accept-new recorded (``None``: the key was already known). Every failure
-    is a one-line :class:`~edgeopt.errors.RemoteError` or :class:`~edgeopt.errors.HostKeyError`."""
-    client = paramiko.SSHClient()
+@dataclass
+class OpenedClient:
+    """An authenticated client, the fingerprint of a host key accept-new recorded for it (``None``: known), and
+    the clients of its ProxyJump hops (closed after it)."""
+
+    client: paramiko.SSHClient
+    recorded_host_key: str | None
+    hops: list[paramiko.SSHClient] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.client.close()
+        for hop in reversed(self.hops):
+            hop.close()
+
+
+def open_client(conn: ResolvedConnection) -> OpenedClient:
+    """Connect and authenticate to ``conn`` (through its ProxyJump hops, each host key checked), checking its
+    host key against known_hosts. Every failure is a one-line :class:`~edgeopt.errors.RemoteError` or
+    :class:`~edgeopt.errors.HostKeyError`."""
+    hops: list[paramiko.SSHClient] = []
+    if conn.via is not None:
+        try:
+            outer = open_client(conn.via)
+        except RemoteError as exc:
+            raise type(exc)(f"ProxyJump host {conn.via.alias} (for {conn.alias}): {exc.message}", exc.hint) from exc
+        hops = [*outer.hops, outer.client]
     try:
-        if conn.known_hosts.is_file():
-            client.load_host_keys(str(conn.known_hosts))
-    except (OSError, paramiko.hostkeys.InvalidHostKey, SSHException) as exc:
-        client.close()
-        raise HostKeyError(
-            f"cannot read known_hosts file {conn.known_hosts}: {exc}", "fix or remove the broken line"
-        ) from exc
-    policy = HostKeyPolicy(conn.known_hosts, conn.accept_new_host_key)
+        return OpenedClient(*connect_client(conn, hops[-1] if hops else None), hops)
+    except BaseException:
+        for hop in reversed(hops):
+            hop.close()
+        raise
+
+
+def connect_client(conn: ResolvedConnection, jump: paramiko.SSHClient | None) -> tuple[paramiko.SSHClient, str | None]:
+    """One hop: TCP (or a ProxyCommand, or a ``direct-tcpip`` channel through ``jump``), then SSH."""
+    known = KnownHosts.read(conn.known_hosts_files)
+    client = paramiko.SSHClient()
+    policy = HostKeyPolicy(known, conn.accept_new_host_key)
     client.set_missing_host_key_policy(policy)
     timeout = conn.connect_timeout
     # We open the TCP connection ourselves so that the connect timeout, the banner timeout and paramiko's
     # negotiation window are separate (paramiko uses one ``timeout`` for the socket and for start_client,
     # and start_client gives up silently, hiding the real cause).
-    sock: socket.socket | paramiko.ProxyCommand
+    sock: socket.socket | paramiko.ProxyCommand | paramiko.Channel
     try:
-        if conn.proxy_command:
+        if jump is not None:
+            sock = open_tunnel(conn, jump)
+        elif conn.proxy_command:
             sock = paramiko.ProxyCommand(conn.proxy_command)
         else:
             sock = socket.create_connection((conn.hostname, conn.port), timeout=timeout)
             # SFTP is many small request/response round trips: without this, delayed ACKs stall each ~40 ms
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except RemoteError:
+        client.close()
+        raise
     except (OSError, UnicodeError, SSHException) as exc:
         client.close()
         raise (describe_connect_error(conn, exc) or RemoteError(str(exc))) from exc
@@ -144,6 +175,7 @@ def open_client(conn: ResolvedConnection) -> tuple[paramiko.SSHClient, str | Non
             allow_agent=conn.allow_agent,
             look_for_keys=conn.look_for_keys,
             sock=sock,
+            transport_factory=prefer_known_key_types(known.key_types_for(conn.host_key_name)),
         )
     except BaseException as exc:
         cause: BaseException = exc
@@ -165,3 +197,42 @@ def open_client(conn: ResolvedConnection) -> tuple[paramiko.SSHClient, str | Non
     if transport is not None:
         transport.set_keepalive(15)
     return client, policy.recorded
+
+
+def open_tunnel(conn: ResolvedConnection, jump: paramiko.SSHClient) -> paramiko.Channel:
+    """A ``direct-tcpip`` channel from the ProxyJump host ``jump`` to ``conn``'s address."""
+    where = f"{conn.hostname}:{conn.port}"
+    hop = conn.via.description if conn.via is not None else "the jump host"
+    transport = jump.get_transport()
+    if transport is None or not transport.is_active():
+        raise RemoteError(f"the connection to ProxyJump host {hop} closed", "check the jump host")
+    try:
+        return transport.open_channel("direct-tcpip", (conn.hostname, conn.port), ("127.0.0.1", 0),
+                                      timeout=conn.connect_timeout)
+    except paramiko.ChannelException as exc:
+        reason = exc.text or f"code {exc.code}"
+        raise RemoteError(
+            f"ProxyJump host {hop} could not connect to {where} (for {conn.alias}): {reason}",
+            "check HostName/Port as seen from the jump host, and that its sshd allows TCP forwarding "
+            "(AllowTcpForwarding)") from exc
+    except (SSHException, EOFError, OSError) as exc:
+        raise RemoteError(f"ProxyJump host {hop} did not open a channel to {where} (for {conn.alias}): "
+                          f"{exc or type(exc).__name__}", "check the jump host and the network") from exc
+
+
+def prefer_known_key_types(key_types: list[str]) -> Callable[..., paramiko.Transport]:
+    """A transport factory that asks the server for a host key of a type known_hosts holds (as OpenSSH orders
+    HostKeyAlgorithms), so a host with several keys offers the one we can check."""
+
+    def factory(sock: Any, disabled_algorithms: dict[str, Any] | None = None) -> paramiko.Transport:
+        transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
+        options = transport.get_security_options()
+        wanted: list[str] = []
+        for key_type in key_types:
+            wanted += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if key_type == "ssh-rsa" else [key_type]
+        first = [k for k in wanted if k in options.key_types]
+        if first:
+            options.key_types = first + [k for k in options.key_types if k not in first]
+        return transport
+
+    return factory
