@@ -100,3 +100,37 @@ class BudgetError(EdgeoptError):
 
 class StoreError(EdgeoptError):
     """The results store cannot be opened or read."""
+
+
+class EmulationError(EdgeoptError):
+    """An emulated device (``edgeopt emulate``) cannot be built, started or stopped: not root, debootstrap/qemu
+    missing, the port taken, a build step that failed."""
+
+    exit_code = 3
+
+
+class TflmSourceError(ConfigError):
+    """``EDGEOPT_TFLM_SRC`` (or the shared bundle) is not a usable TensorFlow Lite Micro source tree."""
+
+
+class FirmwareBuildError(ConversionError):
+    """Building TFLM for the target, or compiling and linking the firmware against it, failed."""
+
+
+class FirmwareBootError(ConversionError):
+    """The firmware booted in the emulator did not run as expected (crash, timeout, wrong output)."""
+
+
+class LockLost(RemoteError):
+    """The device lock we held was taken over or removed (or its heartbeat could not be confirmed in time)."""
+
+
+class DeviceOutputError(AgentFailed):
+    """A device's output the host refuses: more than the size cap, non-finite numbers (NaN/Infinity) in the
+    agent's JSON, or a document that does not match the schema the host reads (``edgeopt.bench.schema``)."""
+
+
+class Interrupted(EdgeoptError):
+    """The user interrupted the run (Ctrl-C): device commands were killed, the run is stored as interrupted."""
+
+    exit_code = 130

@@ -13,6 +13,7 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v update-binfmts >/dev/null 2>&1 || [ -x /usr/sbin/update-binfmts ] || need+=(binfmt-support)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v busybox >/dev/null 2>&1 || need+=(busybox)  # the device lock is also tested under busybox sh
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: missing ${need[*]}; install with: sudo apt-get install -y ${need[*]}" >&2
