@@ -6,8 +6,8 @@ First run: builds the models (~10 s, TensorFlow) and the envs (pip; under a minu
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
