@@ -129,3 +129,37 @@ def test_evaluate_never_compares_invalid_results():
 def test_pareto_front():
     points = [(1.0, 0.90), (2.0, 0.95), (3.0, 0.94), (0.5, 0.80), (2.0, 0.90)]
     assert sorted(pareto_front(points)) == [0, 1, 3]
+
+
+def test_emulated_results_are_never_judged_on_latency():
+    """An emulated device (edgeopt emulate: qemu-user, 20-340x slower, nothing like the hardware): its latency is
+    neither judged nor used as a baseline; the other gates still apply."""
+    rng = np.random.default_rng(7)
+    fast, slow = latency(rng, 100), latency(rng, 100) * 3
+
+    def emulated(doc, by="flag"):
+        if by == "flag":
+            doc["flags"] = ["emulated"]
+        else:  # a document stored without the flag: the agent's device facts still say so
+            doc["agent"]["device"] = {"machine": "aarch64", "emulated": True, "emulation": {"emulator": "qemu-user"}}
+        return doc
+
+    for by in ("flag", "facts"):
+        [cell] = evaluate([emulated(_doc(2, slow), by)], [_doc(1, fast)], Gates())
+        lat = cell.check("latency")
+        assert cell.status == PASS and lat.status == SKIPPED
+        assert "latency not judged" in lat.message and "this result" in lat.message and "emulated" in lat.message
+    # an emulated baseline is no latency baseline for a real device either
+    [cell] = evaluate([_doc(2, slow)], [emulated(_doc(1, fast))], Gates())
+    assert cell.status == PASS and cell.check("latency").status == SKIPPED
+    assert "the baseline ran on an emulated device" in cell.check("latency").message
+    # … but the other gates still judge it
+    [cell] = evaluate([emulated(_doc(2, slow, bytes_=2000))], [emulated(_doc(1, fast))], Gates())
+    assert cell.status == REGRESSION and cell.check("size").status == REGRESSION
+    assert cell.check("latency").status == SKIPPED and "latency" not in cell.message
+    # no baseline at all: new, and the message says its latency is emulated
+    [cell] = evaluate([emulated(_doc(2, slow))], [], Gates())
+    assert cell.status == NEW and "emulated" in cell.message
+    # an invalid emulated measurement is still invalid, not compared
+    [cell] = evaluate([emulated(_doc(2, slow, agent_valid=False))], [_doc(1, fast)], Gates())
+    assert cell.status == INVALID

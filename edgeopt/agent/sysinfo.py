@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import platform
 import shutil
@@ -73,9 +74,30 @@ def affinity() -> Optional[List[int]]:
         return None
 
 
+EMULATED_MARKER = "/etc/edgeopt-emulated"  # written by `edgeopt emulate` into an emulated device's root filesystem
+
+
+def emulation(marker: str = EMULATED_MARKER) -> Optional[Dict[str, object]]:
+    """The emulation facts when this device is emulated (``edgeopt emulate``: a qemu-user chroot whose root
+    filesystem carries ``/etc/edgeopt-emulated``, JSON with the emulator, the CPU it emulates and the host's
+    architecture), else None. A marker that is not a JSON object still says "emulated" (its text under ``raw``)."""
+    text = _read(marker)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        data = {"raw": text[:200]}
+    data["marker"] = marker
+    return data
+
+
 def device_facts() -> Dict[str, object]:
     """What the device is. Cheap: no subprocess, only /proc, /etc and the platform module."""
     load = loadavg()
+    emulated = emulation()
     return {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
@@ -89,6 +111,8 @@ def device_facts() -> Dict[str, object]:
         "python_executable": sys.executable,
         "numpy": numpy_version(),
         "loadavg": load,
+        "emulated": emulated is not None,  # True: latency here is NOT the hardware's (docs/emulate.md)
+        "emulation": emulated,
     }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from edgeopt.bench.document import is_emulated
 from edgeopt.ci.gate import (
     IMPROVED,
     PASS,
     REGRESSION,
+    SKIPPED,
     Check,
     LatencyGate,
     accuracy_drop,
@@ -38,11 +40,28 @@ def latency_gate(gates: Gates) -> LatencyGate | None:
                        min_samples=g.min_samples)
 
 
+def emulated_latency(current: dict[str, Any], baseline: dict[str, Any] | None) -> Check | None:
+    """A skipped latency check when either side ran on an emulated device (``edgeopt emulate``: qemu-user,
+    20-340x slower than the host and nothing like the real device): such latency is never judged and never
+    serves as a baseline. None when both are real devices."""
+    sides = [name for name, doc in (("this result", current), ("the baseline", baseline)) if is_emulated(doc)]
+    if not sides:
+        return None
+    p50 = get(current, "agent", "latency_ms", "p50")
+    shown = f" (p50 {p50:.4g} ms emulated)" if isinstance(p50, float) and is_emulated(current) else ""
+    return Check("latency", SKIPPED, f"latency not judged: {' and '.join(sides)} ran on an emulated device "
+                 f"(qemu-user): its latency is not hardware latency{shown}", None, None,
+                 {"status": SKIPPED, "reason": "emulated"})
+
+
 def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates) -> list[Check]:
-    """Every configured gate on one measured cell."""
+    """Every configured gate on one measured cell. Latency is not judged when either side is emulated."""
     checks: list[Check] = []
     lat = latency_gate(gates)
-    if lat is not None and baseline is not None:
+    skipped = emulated_latency(current, baseline) if lat is not None else None
+    if skipped is not None:
+        checks.append(skipped)
+    elif lat is not None and baseline is not None:
         verdict = compare_latency(samples(baseline), samples(current), lat)
         checks.append(Check("latency", verdict.status, verdict.message, verdict.median_baseline,
                             verdict.median_current, verdict.to_json()))
@@ -107,6 +126,8 @@ def evaluate(current_docs: Iterable[dict[str, Any]], baseline_docs: Iterable[dic
                     p50 = get(doc, "agent", "latency_ms", "p50")
                     cell.message = f"no baseline for this cell (p50 {p50:.4g} ms)" if isinstance(p50, float) \
                         else "no baseline for this cell"
+                    if latc is not None and latc.status == SKIPPED:  # emulated: say so, not only the p50
+                        cell.message = f"no baseline for this cell; {latc.message}"
                 elif latc is not None and latc.status == IMPROVED:
                     cell.status = IMPROVED
                     cell.message = latc.message

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from typing import Sequence
 
 from edgeopt import __version__
-from edgeopt.cli import bench, build, ci, report
+from edgeopt.cli import bench, build, ci, emulate, report
 from edgeopt.errors import EdgeoptError
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception, i.e. a bug in edgeopt
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     bench.register(sub)
     report.register(sub)
     ci.register(sub)
+    emulate.register(sub)
     return ap
 
 
@@ -40,3 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeopt: interrupted; nothing half-written was left in place", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line, the traceback only when asked for
+        if os.environ.get("EDGEOPT_DEBUG"):
+            raise
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"edgeopt: internal error: {text} — rerun with EDGEOPT_DEBUG=1 and report it", file=sys.stderr)
+        return EXIT_INTERNAL
