@@ -1,11 +1,16 @@
-"""TFLite Micro benchmark (issue 7): exact arena vs edgeopt's static estimate, side by side in one run.
+"""TFLite Micro benchmark (issues 7, 13): the arena on the emulated Cortex-M7 vs on the build host vs edgeopt's
+static estimate, side by side in one run.
 
   - the bundled example (MNIST CNN), int8 for cortex-m7 through `edgeopt build`
   - a keyword-spotting DS-CNN built in code (input 49x10x1, conv + 4 depthwise-separable blocks, average pool,
     dense 12; random weights, random calibration), int8 with int8 I/O, batch 1
 
-For each: model bytes, exact arena (real TFLM interpreter, bisection), its head/tail, the static estimate and
-estimate / exact (goal: within 10%), the head estimate / exact head, and the time the arena search took.
+For each: model bytes; the target's exact arena (the bundle's harness linked against TFLM built for Cortex-M7 with
+CMSIS-NN, bisection over boots on qemu-system-arm -M mps2-an500); the host's exact arena (real TFLM interpreter,
+64-bit, reference kernels) with its head/tail; the static estimate; estimate / host exact (goal: within 10%);
+whether the target's int8 outputs are identical to host TFLM's; flash/RAM of the linked image vs the budget; the
+QEMU instruction count per inference (a relative cost, not cycles); the TFLM library build (cold, from its record,
+and this run's). Needs a TFLM source (EDGEOPT_TFLM_SRC or the shared bundle); without one the target columns say so.
 
 Usage: .venv/bin/python bench/tflm.py [--json out.json]
 """
@@ -34,7 +39,15 @@ def example_int8(tmp: Path) -> tuple[bytes, np.ndarray]:
     from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile
 
-    res = build(BuildRequest(target=load_target("cortex-m7"), profiles=[load_profile("int8")], out=tmp / "art"))[0]
+    saved = os.environ.get("EDGEOPT_TFLM_SRC")
+    os.environ["EDGEOPT_TFLM_SRC"] = "off"  # only the model here: row() runs the emulated target once
+    try:
+        res = build(BuildRequest(target=load_target("cortex-m7"), profiles=[load_profile("int8")], out=tmp / "art"))[0]
+    finally:
+        if saved is None:
+            os.environ.pop("EDGEOPT_TFLM_SRC")
+        else:
+            os.environ["EDGEOPT_TFLM_SRC"] = saved
     ref = np.load(res.directory / "reference.npz")
     return (res.directory / "model.tflite").read_bytes(), ref["x"]
 
@@ -85,18 +98,37 @@ def row(name: str, model: bytes, x: np.ndarray) -> dict:
     a = analyse(model, target, x[0], x)
     dt = time.perf_counter() - t
     s = a["summary"]
-    ar, est = s["arena"], s["static_estimate"]
-    return {
+    ar, est, run, budget = s["arena"], s["static_estimate"], s["target_run"], s["budget"]
+    host, tgt = ar["host"], ar["target"]
+    r = {
         "model": name, "model_bytes": s["model_bytes"], "ops": {o["op"]: o["count"] for o in s["ops"]},
-        "arena_exact": ar["exact_bytes"], "arena_head": ar["head_bytes"], "arena_tail": ar["tail_bytes"],
-        "arena_recommended": ar["recommended_bytes"], "probes": ar["search"]["probes"],
-        "estimate_total": est["total_bytes"], "estimate_head": est["head_bytes"], "estimate_tail": est["tail_bytes"],
+        "target_exact": tgt.get("exact_bytes"), "host_exact": host["exact_bytes"],
+        "estimate_total": est["total_bytes"], "arena_basis": ar["basis"], "arena_recommended": ar["recommended_bytes"],
+        "host_head": host["head_bytes"], "host_tail": host["tail_bytes"],
+        "estimate_head": est["head_bytes"], "estimate_tail": est["tail_bytes"],
+        "target_over_host": round(tgt["exact_bytes"] / host["exact_bytes"], 4) if tgt["measured"] else None,
         "estimate_over_exact": est["vs_exact"]["total_ratio"],
+        "estimate_over_target": (est["vs_target"] or {}).get("total_ratio"),
         "head_estimate_over_exact": est["vs_exact"]["head_ratio"],
         "parity_max_step": s["parity"].get("max_step_diff"),
         "parity_values_differing": s["parity"].get("values_differing"),
         "parity_values": s["parity"].get("values"), "analyse_seconds": round(dt, 3),
+        "flash_needed": budget["flash"]["needed_bytes"], "flash_budget": budget["flash"]["budget_bytes"],
+        "ram_needed": budget["ram"]["needed_bytes"], "ram_budget": budget["ram"]["budget_bytes"],
+        "budget_basis": budget["basis"], "target_reason": run.get("reason"),
     }
+    if run["measured"]:
+        vs_host = run["outputs"]["vs_host_tflm"]
+        r.update({
+            "target_boots": tgt["search"]["boots"], "target_search_seconds": tgt["search"]["seconds"],
+            "outputs_identical_to_host_tflm": vs_host["identical"], "target_values_differing": vs_host["values_differing"],
+            "target_vs_litert_max_step": run["outputs"]["vs_litert"].get("max_step_diff"),
+            "text": run["size"]["text"], "data": run["size"]["data"], "bss": run["size"]["bss"],
+            "qemu_icount_instructions": run["qemu_icount"]["instructions_median"],
+            "lib_cold_build_seconds": run["library"]["cold_build_seconds"], "lib_seconds_this_run": run["library"]["seconds"],
+            "lib_cached": run["library"]["cached"], "target_run_seconds": run["seconds"],
+        })
+    return r
 
 
 def main() -> int:
@@ -110,20 +142,36 @@ def main() -> int:
     model, x = dscnn_int8()
     rows.append(row("DS-CNN KWS 49x10 int8", model, x))
 
-    cols = [("model", 24), ("model_bytes", 11), ("arena_exact", 11), ("arena_head", 10), ("arena_tail", 10),
-            ("estimate_total", 14), ("estimate_over_exact", 19), ("head_estimate_over_exact", 24),
-            ("arena_recommended", 17), ("probes", 6), ("analyse_seconds", 15)]
+    cols = [("model", 24), ("model_bytes", 11), ("target_exact", 12), ("host_exact", 10), ("estimate_total", 14),
+            ("target_over_host", 16), ("estimate_over_exact", 19), ("estimate_over_target", 20),
+            ("arena_basis", 11), ("arena_recommended", 17), ("analyse_seconds", 15)]
+    print("arena bytes: target = emulated Cortex-M7 (TFLM + CMSIS-NN, 32-bit, bisection over QEMU boots); "
+          "host = tflite-micro wheel (64-bit, reference kernels); estimate = edgeopt's static plan")
     print("  ".join(f"{c:>{w}}" for c, w in cols))
     for r in rows:
         print("  ".join(f"{str(r[c]):>{w}}" for c, w in cols))
     for r in rows:
         ok = abs(r["estimate_over_exact"] - 1) <= 0.10
-        print(f"{r['model']}: estimate/exact {r['estimate_over_exact']:.4f} ({'within' if ok else 'OUTSIDE'} 10%); "
-              f"TFLM vs LiteRT: {r['parity_values_differing']} of {r['parity_values']} values differ, "
+        print(f"{r['model']}: estimate/host exact {r['estimate_over_exact']:.4f} ({'within' if ok else 'OUTSIDE'} 10%); "
+              f"host TFLM vs LiteRT: {r['parity_values_differing']} of {r['parity_values']} values differ, "
               f"max {r['parity_max_step']} step; ops {r['ops']}")
+        if r["target_exact"] is None:
+            print(f"  emulated Cortex-M7: not measured ({r['target_reason']})")
+            continue
+        print(f"  emulated Cortex-M7: int8 outputs identical to host TFLM: {'yes' if r['outputs_identical_to_host_tflm'] else 'NO'}"
+              f" ({r['target_values_differing']} of {r['parity_values']} values differ; vs LiteRT max "
+              f"{r['target_vs_litert_max_step']} step); {r['target_boots']} boots in {r['target_search_seconds']} s")
+        print(f"  image (arm-none-eabi-size): text {r['text']:,} data {r['data']:,} bss {r['bss']:,}; flash "
+              f"{r['flash_needed']:,} of {r['flash_budget']:,} B, RAM {r['ram_needed']:,} of {r['ram_budget']:,} B "
+              f"(incl. runtime overhead); QEMU -icount ~{r['qemu_icount_instructions']:,} instructions per inference "
+              "(relative cost, not cycles)")
+        print(f"  TFLM library: cold build {r['lib_cold_build_seconds']} s (recorded when built), this run "
+              f"{r['lib_seconds_this_run']} s ({'cached' if r['lib_cached'] else 'built now'}); target run "
+              f"{r['target_run_seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return 0 if all(abs(r["estimate_over_exact"] - 1) <= 0.10 for r in rows) else 1
+    ok = all(abs(r["estimate_over_exact"] - 1) <= 0.10 and r.get("outputs_identical_to_host_tflm", True) for r in rows)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""TFLite Micro firmware bundle (issue 7): the real TFLM interpreter, the real cross-compiler, no mocks."""
+"""TFLite Micro firmware bundle (issue 7): the real TFLM interpreter, the real cross-compiler, no mocks.
+
+These are the host-side figures (``emulate=False``); the bundle on the emulated Cortex-M7 is tests/test_tflm_target.py.
+The harness compile check uses the real TFLM headers: without a TFLM source (``EDGEOPT_TFLM_SRC`` or the shared
+bundle) that test fails, naming both."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pytest
 from edgeopt.analyze import memory_plan
 from edgeopt.config import Memory, load_target
 from edgeopt.convert import tflm
+from edgeopt.convert.tflm.target_src import find_source, missing_reason
 from edgeopt.errors import ConversionError, QuantizationError
 
 pytestmark = pytest.mark.slow
@@ -27,17 +32,20 @@ ARM_GXX = shutil.which("arm-none-eabi-g++")
 
 @pytest.fixture(scope="module")
 def bundle(example_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The example, int8 for cortex-m7 through `edgeopt build`, then build_firmware() into fw/."""
+    """The example, int8 for cortex-m7 through `edgeopt build` (emulated target switched off: that is
+    test_tflm_target.py's), then build_firmware(emulate=False) into fw/: the host figures."""
     from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile
 
     tmp = tmp_path_factory.mktemp("tflm")
     target = load_target("cortex-m7")
-    res = build(BuildRequest(target=target, profiles=[load_profile("int8")], out=tmp / "art"))[0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEOPT_TFLM_SRC", "off")
+        res = build(BuildRequest(target=target, profiles=[load_profile("int8")], out=tmp / "art"))[0]
     tflite = res.directory / "model.tflite"
     ref = np.load(res.directory / "reference.npz")
     out = tmp / "fw"
-    summary = tflm.build_firmware(tflite, target, out, sample_input=ref["x"][0], eval_inputs=ref["x"])
+    summary = tflm.build_firmware(tflite, target, out, sample_input=ref["x"][0], eval_inputs=ref["x"], emulate=False)
     return {"summary": summary, "out": out, "tflite": tflite, "model": tflite.read_bytes(), "x": ref["x"],
             "target": target}
 
@@ -77,7 +85,11 @@ def test_bundle_files_and_manifest(bundle: dict[str, Any]) -> None:
     h = (out / "model_data.h").read_text()
     assert f"kTensorArenaSize = {s['arena']['recommended_bytes']};" in h
     assert f"kTensorArenaExactBytes = {s['arena']['exact_bytes']};" in h
-    assert "alignas(16) static uint8_t tensor_arena[kTensorArenaSize]" in (out / "main.cc").read_text()
+    # without the emulated target, kTensorArenaSize comes from the host figure, and the manifest says so
+    assert s["arena"]["basis"] == "host" and s["arena"]["exact_bytes"] == s["arena"]["host"]["exact_bytes"]
+    assert s["arena"]["target"] == {"measured": False, "reason": "not requested (emulate=False)"}
+    assert s["target_run"]["measured"] is False and 'kTensorArenaExactBasis = "host"' in h
+    assert "alignas(16) uint8_t tensor_arena[kTensorArenaSize];" in (out / "main.cc").read_text()
 
 
 def test_arena_is_the_smallest_that_allocates_and_runs(bundle: dict[str, Any]) -> None:
@@ -95,9 +107,10 @@ def test_arena_is_the_smallest_that_allocates_and_runs(bundle: dict[str, Any]) -
     assert ar["recommended_bytes"] == ar["exact_bytes"] + ar["margin_bytes"] and ar["recommended_bytes"] % 16 == 0
     assert ar["margin_bytes"] >= max(1024, 0.10 * exact)
     # head/tail from print_allocations(): they add up to what the recorder saw, which fits in the exact arena
-    assert ar["head_bytes"] > 0 and ar["tail_bytes"] > 0
-    assert ar["head_bytes"] + ar["tail_bytes"] == ar["recorded_total_bytes"] <= exact
-    assert ar["tail_categories"]["NodeAndRegistration struct"]["count"] == sum(o["count"] for o in s["ops"])
+    host = ar["host"]
+    assert host["head_bytes"] > 0 and host["tail_bytes"] > 0
+    assert host["head_bytes"] + host["tail_bytes"] == host["recorded_total_bytes"] <= exact
+    assert host["tail_categories"]["NodeAndRegistration struct"]["count"] == sum(o["count"] for o in s["ops"])
 
 
 def test_resolver_lists_exactly_the_models_ops(bundle: dict[str, Any]) -> None:
@@ -117,10 +130,14 @@ def test_generated_sources_compile_for_cortex_m7(bundle: dict[str, Any], tmp_pat
     if ARM_GXX is None:  # CI installs it (scripts/system-deps.sh): there a missing compiler is a failure
         (pytest.fail if os.environ.get("CI") else pytest.skip)(
             "arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi libstdc++-arm-none-eabi-newlib)")
+    if find_source() is None:  # never skipped: the harness is checked against the real TFLM headers
+        pytest.fail(f"{missing_reason()} — the harness compile check needs the real TFLM headers")
     s, out = bundle["summary"], bundle["out"]
     md = s["compile"]["model_data"]
     assert md["compiled"] and md["sections"][".rodata.g_model_data"] == len(bundle["model"])
-    assert s["compile"]["harness"]["syntax_checked"]
+    harness = s["compile"]["harness"]
+    assert harness["syntax_checked"] and "TFLM headers" in harness["against"], harness
+    assert not (Path(tflm.__file__).parents[2] / "firmware" / "tflm" / "stubs").exists()  # no stand-in API left
     # compile again here and check the model array is 16-byte aligned read-only data in the object file
     obj = tmp_path / "model_data.o"
     subprocess.run([ARM_GXX, *tflm.CM7_FLAGS, "-I", str(out), "-c", str(out / "model_data.cc"), "-o", str(obj)],
@@ -133,7 +150,7 @@ def test_generated_sources_compile_for_cortex_m7(bundle: dict[str, Any], tmp_pat
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
     (bad / "op_resolver.h").write_text((out / "op_resolver.h").read_text().replace("AddConv2D", "AddConv2d"))
-    with pytest.raises(ConversionError, match="do not compile"):
+    with pytest.raises(ConversionError, match="do not compile against the TFLM headers"):
         tflm.compile_check(bad)
 
 
@@ -156,14 +173,15 @@ def test_over_budget_names_by_how_much(bundle: dict[str, Any], tmp_path: Path) -
     small_ram = target.model_copy(update={"memory": Memory(ram_bytes=ram, flash_bytes=2 ** 21,
                                                            runtime_overhead_bytes=overhead)})
     with pytest.raises(tflm.BudgetError) as exc:
-        tflm.build_firmware(bundle["tflite"], small_ram, tmp_path / "a", sample_input=bundle["x"][0], eval_inputs=None)
+        tflm.build_firmware(bundle["tflite"], small_ram, tmp_path / "a", sample_input=bundle["x"][0], eval_inputs=None,
+                            emulate=False)
     line = exc.value.one_line()
     assert "RAM" in line and "1,000 B" in line and "over budget" in line and "smaller profile" in line
     assert not (tmp_path / "a").exists()  # nothing written
     small_flash = target.model_copy(update={"memory": Memory(ram_bytes=2 ** 20, flash_bytes=100_000)})
     with pytest.raises(tflm.BudgetError, match=r"flash .* over budget"):
         tflm.build_firmware(bundle["tflite"], small_flash, tmp_path / "b", sample_input=bundle["x"][0],
-                            eval_inputs=None)
+                            eval_inputs=None, emulate=False)
 
 
 def test_op_tflm_lacks_is_a_clear_error(tmp_path: Path) -> None:
@@ -174,7 +192,7 @@ def test_op_tflm_lacks_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(model)
     with pytest.raises(ConversionError) as exc:
         tflm.build_firmware(path, load_target("cortex-m7"), tmp_path / "fw", sample_input=np.zeros(32, np.float32),
-                            eval_inputs=None)
+                            eval_inputs=None, emulate=False)
     assert "GELU" in exc.value.one_line() and "TensorFlow Lite Micro" in exc.value.one_line()
     # and the real interpreter agrees: it refuses the op at any arena size
     ok, log = tflm.try_arena(model, 1 << 20, np.zeros((1, 32), np.float32))
@@ -186,13 +204,14 @@ def test_float_model_runs_and_hybrid_model_is_refused(tmp_path: Path) -> None:
     path.write_bytes(_tiny_keras_tflite("relu"))
     x = np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32)
     s = tflm.build_firmware(path, load_target("cortex-m7"), tmp_path / "fw", sample_input=x[0], eval_inputs=x,
-                            compile=False)
+                            compile=False, emulate=False)
     assert s["parity"]["ok"] and s["parity"]["unit"] == "float"
     assert "typedef float edgeopt_input_t;" in (tmp_path / "fw" / "model_data.h").read_text()
     hybrid = tmp_path / "hybrid.tflite"
     hybrid.write_bytes(_tiny_keras_tflite("relu", dynamic_range=True))
     with pytest.raises(QuantizationError, match="hybrid"):
-        tflm.build_firmware(hybrid, load_target("cortex-m7"), tmp_path / "fw2", sample_input=x[0], eval_inputs=None)
+        tflm.build_firmware(hybrid, load_target("cortex-m7"), tmp_path / "fw2", sample_input=x[0], eval_inputs=None,
+                            emulate=False)
 
 
 def test_static_estimate_close_to_exact(bundle: dict[str, Any]) -> None:
@@ -201,7 +220,7 @@ def test_static_estimate_close_to_exact(bundle: dict[str, Any]) -> None:
     assert abs(est["vs_exact"]["total_ratio"] - 1) <= 0.10, est["vs_exact"]
     assert est["vs_exact"]["total_diff_bytes"] == est["total_bytes"] - arena["exact_bytes"]
     # the head is the greedy plan TFLM makes: it should match to the byte on this model
-    assert est["head_bytes"] == arena["head_bytes"]
+    assert est["head_bytes"] == arena["host"]["head_bytes"]
 
 
 def test_greedy_planner_places_by_size_and_lifetime() -> None:

@@ -69,23 +69,34 @@ def find_exact_arena(model: bytes, sample_q: np.ndarray, start: int = 4096) -> t
     return hi, {"probes": probes}
 
 
-def arena_summary(exact: int, search: dict[str, Any], allocs: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``arena`` section: exact and recommended size, margin, and TFLM's head/tail breakdown."""
-    recommended = recommended_arena(exact)
+def host_arena(exact: int, search: dict[str, Any], allocs: dict[str, Any]) -> dict[str, Any]:
+    """The arena measured on the build host, with TFLM's head/tail breakdown (``arena.host`` in the manifest)."""
     return {
         "exact_bytes": exact,
         "exact_means": EXACT_MEANS,
         "search": {"method": SEARCH_METHOD, **search},
-        "margin_bytes": recommended - exact, "margin_rule": MARGIN_RULE, "recommended_bytes": recommended,
         "head_bytes": allocs.get("head_bytes"), "tail_bytes": allocs.get("tail_bytes"),
         "recorded_total_bytes": allocs.get("total_bytes"),
         "tail_categories": allocs.get("tail_categories", {}),
     }
 
 
-def estimate_vs_exact(static: dict[str, Any], exact: int, allocs: dict[str, Any]) -> dict[str, Any]:
-    """The static estimate with a ``vs_exact`` comparison against the measured arena (total and head)."""
-    exact_head = allocs.get("head_bytes")
+def arena_section(host: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``arena``: ``kTensorArenaSize`` (``recommended_bytes``) from the target's exact figure when it
+    was measured (``basis: target``), else the host's; both figures beside it."""
+    basis = "target" if target.get("measured") else "host"
+    chosen = target if basis == "target" else host
+    recommended = recommended_arena(chosen["exact_bytes"])
+    return {
+        "basis": basis, "exact_bytes": chosen["exact_bytes"], "exact_means": chosen["exact_means"],
+        "margin_bytes": recommended - chosen["exact_bytes"], "margin_rule": MARGIN_RULE,
+        "recommended_bytes": recommended, "host": host, "target": target,
+    }
+
+
+def estimate_vs_exact(static: dict[str, Any], host: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """The static estimate with ``vs_exact`` (against the host arena: total and head) and ``vs_target``."""
+    exact, exact_head = host["exact_bytes"], host.get("head_bytes")
     est = dict(static)
     est["vs_exact"] = {
         "total_diff_bytes": static["total_bytes"] - exact,
@@ -93,4 +104,7 @@ def estimate_vs_exact(static: dict[str, Any], exact: int, allocs: dict[str, Any]
         "head_diff_bytes": None if exact_head is None else static["head_bytes"] - exact_head,
         "head_ratio": None if not exact_head else round(static["head_bytes"] / exact_head, 4),
     }
+    est["vs_target"] = ({"total_diff_bytes": static["total_bytes"] - target["exact_bytes"],
+                         "total_ratio": round(static["total_bytes"] / target["exact_bytes"], 4)}
+                        if target.get("measured") else None)
     return est

@@ -1,7 +1,9 @@
 """The target's flash and RAM budgets: what the firmware needs against what the target states.
 
-Flash = model + sample arrays + a stated code-size allowance for the TFLM interpreter and kernels; RAM = arena +
-the target's ``runtime_overhead_bytes``. Over budget is a ``BudgetError`` saying by how much.
+Measured when the firmware was linked for the emulated target (flash = text + data, RAM = data + bss + the
+target's ``runtime_overhead_bytes``); otherwise flash = model + sample arrays + a stated code-size allowance for the
+TFLM interpreter and kernels, RAM = arena + ``runtime_overhead_bytes``. Over budget is a ``BudgetError`` saying by
+how much.
 """
 
 from __future__ import annotations
@@ -41,10 +43,23 @@ def check_budget(target: Target, flash_needed: int, flash_detail: str, ram_neede
 
 
 def firmware_budget(target: Target, model_bytes: int, sample_bytes: int, code_overhead_bytes: int,
-                    arena_bytes: int) -> dict[str, Any]:
-    """``check_budget()`` for a TFLM bundle: the model, its sample arrays, the code allowance and the arena."""
+                    arena_bytes: int, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``check_budget()`` for a TFLM bundle. ``measured``: ``arm-none-eabi-size`` of the linked image (flash = text +
+    data, RAM = data + bss with the arena in it); without it, the model, its sample arrays, the stated code allowance
+    and the arena."""
     overhead = target.memory.runtime_overhead_bytes
-    return check_budget(
+    if measured:
+        res = check_budget(
+            target, measured["flash_bytes"],
+            f"text {measured['text']:,} + data {measured['data']:,} of the linked image (arm-none-eabi-size)",
+            measured["ram_bytes"] + overhead,
+            f"data {measured['data']:,} + bss {measured['bss']:,} (arena {measured['arena_bytes']:,} in it) of the "
+            f"linked image + runtime overhead {overhead:,}")
+        res["basis"] = "measured: arm-none-eabi-size of the firmware linked for the emulated Cortex-M7"
+        return res
+    res = check_budget(
         target, model_bytes + sample_bytes + code_overhead_bytes,
         f"model {model_bytes:,} + sample arrays {sample_bytes:,} + TFLM code allowance {code_overhead_bytes:,}",
         arena_bytes + overhead, f"arena {arena_bytes:,} + runtime overhead {overhead:,}")
+    res["basis"] = "allowance: no image was linked for the target"
+    return res

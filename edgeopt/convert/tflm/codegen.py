@@ -23,6 +23,14 @@ C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "i
 
 def render_sources(model: bytes, analysis: dict[str, Any], target: Target) -> dict[str, str]:
     """File name -> text of every bundle file but ``manifest.json``, from the result of ``analyse()``."""
+    files = render_code(model, analysis, analysis["summary"]["arena"])
+    files["README.md"] = render_readme(analysis["summary"], target)
+    return files
+
+
+def render_code(model: bytes, analysis: dict[str, Any], arena: dict[str, Any]) -> dict[str, str]:
+    """``model_data.h``, ``model_data.cc``, ``op_resolver.h`` and ``main.cc`` with ``kTensorArenaSize`` =
+    ``arena["recommended_bytes"]`` (``exact_bytes``, ``basis``, ``exact_means`` and ``other`` go into comments)."""
     s = analysis["summary"]
     in_io, out_io = analysis["in_io"], analysis["out_io"]
     integer_out = np.dtype(out_io["dtype"]).kind in "iu"
@@ -34,10 +42,11 @@ def render_sources(model: bytes, analysis: dict[str, Any], target: Target) -> di
         tol_desc, scale = "1e-4 of the largest expected value", 1_000_000
     sha = s["model_sha256"]
     common = {"EDGEOPT_VERSION": __version__, "MODEL_SHA256": sha}
-    files: dict[str, str] = {
+    return {
         "model_data.h": _render("model_data.h.in", {
-            **common, "TFLM_VERSION": f"tflite-micro {s['tflm_version']}", "MARGIN_RULE": MARGIN_RULE,
-            "ARENA_EXACT": s["arena"]["exact_bytes"], "ARENA_RECOMMENDED": s["arena"]["recommended_bytes"],
+            **common, "MARGIN_RULE": MARGIN_RULE, "ARENA_EXACT_MEANS": arena["exact_means"],
+            "ARENA_OTHER_FIGURES": _other_figures(arena), "ARENA_BASIS": arena["basis"],
+            "ARENA_EXACT": arena["exact_bytes"], "ARENA_RECOMMENDED": arena["recommended_bytes"],
             "MODEL_SHA256_PREFIX": sha[:12], "INPUT_DESC": _io_desc(in_io), "OUTPUT_DESC": _io_desc(out_io),
             "INPUT_CTYPE": C_TYPES[in_io["dtype"]], "OUTPUT_CTYPE": C_TYPES[out_io["dtype"]],
             "INPUT_ELEMENTS": int(analysis["sample_q"].size), "OUTPUT_ELEMENTS": int(analysis["expected"].size),
@@ -53,8 +62,13 @@ def render_sources(model: bytes, analysis: dict[str, Any], target: Target) -> di
                                    f"// {o['op']} x{o['count']}" for o in analysis["ops"])}),
         "main.cc": (TEMPLATE_DIR / "main.cc").read_text(encoding="utf-8"),
     }
-    files["README.md"] = _render("README.md.in", _readme_values(s, target, common))
-    return files
+
+
+def _other_figures(arena: dict[str, Any]) -> str:
+    host, tgt = arena["host"], arena["target"]
+    t = (f"{tgt['exact_bytes']} B on the emulated Cortex-M7 (TFLM + CMSIS-NN, 32-bit)" if tgt.get("measured")
+         else "not measured on the target")
+    return f"Exact arena: {t}; {host['exact_bytes']} B on the build host (64-bit, reference kernels)."
 
 
 def _c_array(values: np.ndarray, per_line: int, fmt: Callable[[Any], str]) -> str:
@@ -87,8 +101,10 @@ def _io_desc(io: dict[str, Any]) -> str:
     return f"{io['dtype']} {io['shape']}{qtext}"
 
 
-def _readme_values(s: dict[str, Any], target: Target, common: dict[str, Any]) -> dict[str, Any]:
+def render_readme(s: dict[str, Any], target: Target) -> str:
+    """The bundle's README.md: the figures of the manifest's ``tflm`` section in prose."""
     ar, est, b = s["arena"], s["static_estimate"], s["budget"]
+    host, tgt, run = ar["host"], ar["target"], s["target_run"]
     par = s["parity"]
     if par.get("samples"):
         if par["unit"] == "quantisation steps":
@@ -105,15 +121,35 @@ def _readme_values(s: dict[str, Any], target: Target, common: dict[str, Any]) ->
             return f"{r['needed_bytes']:,} B needed ({r['detail']}); the target states no {kind} budget"
         return f"{r['needed_bytes']:,} of {r['budget_bytes']:,} B ({r['detail']}); headroom {r['headroom_bytes']:,} B"
 
-    return {
-        **common, "TARGET": target.name, "TFLM_VERSION": s["tflm_version"], "MODEL_BYTES": f"{s['model_bytes']:,}",
+    if tgt.get("measured"):
+        ttext = (f"**{tgt['exact_bytes']:,} B exact** on the emulated Cortex-M7 ({tgt['search']['boots']} boots of "
+                 f"this harness on QEMU, one arena size each; {tgt['exact_bytes'] - 1:,} B fails)")
+        out = run["outputs"]
+        vs_host, vs_lite = out["vs_host_tflm"], out["vs_litert"]
+        lite_max = vs_lite.get("max_step_diff", vs_lite.get("max_abs_diff"))
+        sz = run["size"]
+        rtext = (f"booted on `qemu-system-arm -M mps2-an500`: {vs_host['samples']} eval inputs, "
+                 f"{vs_host['output_dtype']} outputs "
+                 f"{'bit-identical to' if vs_host['identical'] else 'NOT identical to'} host TFLM "
+                 f"({vs_host['values_differing']} of {vs_host['values']} values differ); vs LiteRT "
+                 f"{vs_lite['values_differing']} differ, max {lite_max}"
+                 f". Image (arm-none-eabi-size, incl. edgeopt's QEMU driver and semihosting): text {sz['text']:,}, "
+                 f"data {sz['data']:,}, bss {sz['bss']:,} B (arena {sz['arena_bytes']:,} of it). QEMU instruction "
+                 f"count per inference ~{run['qemu_icount']['instructions_median']:,} (a relative cost, not cycles)")
+    else:
+        ttext = f"not measured ({tgt['reason']})"
+        rtext = f"not run ({run['reason']})"
+    return _render("README.md.in", {
+        "EDGEOPT_VERSION": __version__, "MODEL_SHA256": s["model_sha256"], "TARGET": target.name,
+        "TFLM_VERSION": s["tflm_version"], "MODEL_BYTES": f"{s['model_bytes']:,}",
+        "ARENA_BASIS": "the target's" if ar["basis"] == "target" else "the build host's",
         "ARENA_EXACT": f"{ar['exact_bytes']:,}", "ARENA_RECOMMENDED": f"{ar['recommended_bytes']:,}",
-        "ARENA_MARGIN": f"{ar['margin_bytes']:,}", "MARGIN_RULE": MARGIN_RULE,
-        "ARENA_HEAD": f"{ar['head_bytes']:,}" if ar["head_bytes"] is not None else "?",
-        "ARENA_TAIL": f"{ar['tail_bytes']:,}" if ar["tail_bytes"] is not None else "?",
+        "ARENA_MARGIN": f"{ar['margin_bytes']:,}", "MARGIN_RULE": MARGIN_RULE, "TARGET_ARENA": ttext,
+        "HOST_ARENA": f"{host['exact_bytes']:,}",
+        "ARENA_HEAD": f"{host['head_bytes']:,}" if host["head_bytes"] is not None else "?",
+        "ARENA_TAIL": f"{host['tail_bytes']:,}" if host["tail_bytes"] is not None else "?",
         "ESTIMATE": f"{est['total_bytes']:,}", "ESTIMATE_RATIO": f"{est['vs_exact']['total_ratio']:.3f}",
         "OPS": ", ".join(f"{o['op']} ({o['method']})" for o in s["ops"]), "NUM_OPS": len(s["ops"]),
-        "INPUT": _io_desc(s["input"]), "OUTPUT": _io_desc(s["output"]),
+        "INPUT": _io_desc(s["input"]), "OUTPUT": _io_desc(s["output"]), "TARGET_RUN": rtext,
         "FLASH_LINE": budget_line("flash"), "RAM_LINE": budget_line("ram"), "PARITY": ptext,
-        "CODE_ALLOWANCE": f"{s['code_size_allowance_bytes']:,}",
-    }
+    })
