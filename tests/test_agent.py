@@ -6,8 +6,11 @@ import ast
 import hashlib
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -185,3 +188,113 @@ def test_cli_bad_usage_is_json_with_exit_2(tmp_path: Path):
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         doc = json.loads(proc.stdout)
         assert doc["error"]["type"] == "bad_usage" and doc["error"]["message"], doc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_killed_agent_restores_the_governor_and_says_it_was_interrupted(tmp_path: Path, signum: int):
+    """The host stops an agent with SIGTERM to its process group (Ctrl-C, a timeout) before SIGKILL: the agent
+    must put the CPU governor back and still print one JSON document."""
+    from agent_models import ensure_agent_models
+    from sysfs_fixtures import SysfsTree
+
+    models = ensure_agent_models()
+    tree = SysfsTree(tmp_path / "dev")
+    tree.cpus(max_khz=(1800000, 2400000), capacity=(512, 1024), governor="ondemand")
+    governors = [tree.sys / f"devices/system/cpu/cpu{c}/cpufreq/scaling_governor" for c in (0, 1)]
+    pyz = build_zipapp(tmp_path / "pyz")
+    sha = hashlib.sha256(models.fp32_tflite.read_bytes()).hexdigest()
+    proc = subprocess.Popen([sys.executable, str(pyz), "run", "--model", str(models.fp32_tflite), "--sha256", sha,
+                             "--runs", "1", "--warmup", "0", "--min-seconds", "120", "--max-runs", str(10**9),
+                             "--governor", "performance", "--sysfs-root", str(tree.root), "--affinity", "0,1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(g.read_text().strip() == "performance" for g in governors):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the agent never set the governor"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the timing loop
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signum, err
+    doc = json.loads(out)
+    assert doc["error"]["type"] == "interrupted" and signal.Signals(signum).name in doc["error"]["message"]
+    assert [g.read_text().strip() for g in governors] == ["ondemand", "ondemand"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# check-then-use: the agent runs the bytes it verified, the model is loaded from the bytes it hashed
+# ---------------------------------------------------------------------------------------------------------------
+def _launch(pyz: Path, sha: str, *args: str, python: str = sys.executable) -> list[str]:
+    from edgeopt.bench.worker import verified_zipapp_argv
+
+    return verified_zipapp_argv(python, str(pyz), sha, ZIP_PACKAGE, list(args))
+
+
+def test_launcher_stub_parses_as_python39():
+    from edgeopt.bench.worker import VERIFIED_ZIPAPP_CODE
+
+    ast.parse(VERIFIED_ZIPAPP_CODE, "<stub>", feature_version=(3, 9))
+    assert py310_runtime_features(VERIFIED_ZIPAPP_CODE) == []
+
+
+def test_a_zipapp_swapped_after_the_push_is_refused_never_run(tmp_path: Path):
+    """The stub hashes the bytes it is about to run: another zipapp at the verified path (here one that would
+    leave a mark) is refused with the agent's hash_mismatch document and never executes."""
+    pyz = build_zipapp(tmp_path / "good")
+    sha = agent_sha256()
+    assert sha == hashlib.sha256(pyz.read_bytes()).hexdigest()
+    ok = subprocess.run(_launch(pyz, sha, "--version"), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.strip(), ok.stderr
+    mark = tmp_path / "EVIL-RAN"
+    with zipfile.ZipFile(pyz, "w") as zf:
+        zf.writestr("__main__.py", f"open({str(mark)!r}, 'w').write('x')\n")
+        zf.writestr(f"{ZIP_PACKAGE}/__init__.py", "")
+        zf.writestr(f"{ZIP_PACKAGE}/__main__.py", f"def main():\n    open({str(mark)!r}, 'w').write('x')\n")
+    bad = subprocess.run(_launch(pyz, sha, "--version"), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 1 and not mark.exists()
+    doc = json.loads(bad.stdout)
+    assert doc["error"]["type"] == "hash_mismatch" and doc["error"]["expected"] == sha
+
+
+def _fifo_feeding(path: Path, data: bytes) -> threading.Thread:
+    """``path`` becomes a named pipe that hands out ``data`` exactly once: a second open() would block."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_agent_and_model_are_each_read_exactly_once(tmp_path: Path):
+    """The zipapp and the model are named pipes that can be read once: the agent still runs and measures, so it
+    executed the zipapp bytes it hashed and loaded the model from the bytes it hashed (reading a path a second
+    time would hang, and the old launch `python agent.pyz` cannot even open a zipapp from a pipe)."""
+    from agent_models import ensure_agent_models
+
+    models = ensure_agent_models()
+    for model_file in (models.fp32_tflite, models.fp32_onnx):
+        work = tmp_path / model_file.suffix[1:]
+        work.mkdir()
+        pyz_bytes = build_zipapp(work / "build").read_bytes()
+        model_bytes = model_file.read_bytes()
+        pyz, model = work / "edgeopt-agent.pyz", work / model_file.name
+        feeders = [_fifo_feeding(pyz, pyz_bytes), _fifo_feeding(model, model_bytes)]
+        proc = subprocess.run(_launch(pyz, hashlib.sha256(pyz_bytes).hexdigest(), "run", "--model", str(model),
+                                      "--sha256", hashlib.sha256(model_bytes).hexdigest(), "--runs", "3",
+                                      "--warmup", "1"),
+                              capture_output=True, text=True, timeout=120, cwd=work)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+        doc = json.loads(proc.stdout)
+        assert doc["latency_ms"]["count"] == 3 and doc["model"]["bytes"] == len(model_bytes)
+        assert all(not t.is_alive() for t in feeders)

@@ -320,7 +320,8 @@ def test_agent_timeout_is_a_clear_error_and_never_a_valid_result(sshd, envs, lab
 
 
 def _agent_processes(marker: str) -> list[int]:
-    """PIDs of agent processes (``<python> <marker>/…/edgeopt-agent.pyz run …``), not the shells around them."""
+    """PIDs of agent processes (``<python> -I -c <verifying stub> <marker>/…/edgeopt-agent.pyz <sha> <package>
+    run …``), not the shells around them."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -328,8 +329,8 @@ def _agent_processes(marker: str) -> list[int]:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if len(argv) > 2 and argv[1].startswith(marker) and argv[1].endswith("/edgeopt-agent.pyz") \
-                    and argv[2] == "run":
+            if len(argv) > 7 and argv[1:3] == ["-I", "-c"] and argv[4].startswith(marker) \
+                    and argv[4].endswith("/edgeopt-agent.pyz") and argv[7] == "run":
                 pids.append(int(entry))
     return pids
 
@@ -586,3 +587,43 @@ def test_corrupt_or_empty_ready_models_fail_on_the_host_before_any_push(sshd, ti
         assert ("empty" in err) if not data else ("not a" in err), (name, err)
     assert not workdir.exists()  # nothing was pushed, no device contacted
     assert not (tmp_path / "results").exists()
+
+
+def test_agent_swapped_on_the_device_mid_run_is_refused_never_run(sshd, envs, lab):
+    """Check-then-use: the agent is verified once per session, then launched for every artifact. A zipapp swapped
+    at that path in between (here one that would leave a mark) is refused by the launcher's own hash check —
+    `hash_mismatch`, an agent error — and never executes."""
+    from edgeopt.bench.zipapp import agent_zipapp
+
+    dev = lab.device("pi-swap", sshd, envs["litert"].python)
+    marker = f"{sshd.home}/wd/{lab.root.name}-pi-swap"
+    _, agent_sha = agent_zipapp(lab.agent_cache)
+    pushed = Path(marker) / "blobs" / agent_sha / "edgeopt-agent.pyz"
+    mark = lab.root / "EVIL-RAN"
+    swapped: list[bool] = []
+
+    def swapper() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _agent_processes(marker):
+            time.sleep(0.05)
+        time.sleep(1.0)  # the first agent has read its zipapp: swap it for the next launch
+        import zipfile
+
+        evil = pushed.with_name("evil.pyz")
+        with zipfile.ZipFile(evil, "w") as zf:
+            zf.writestr("edgeopt_agent/__init__.py", "")
+            zf.writestr("edgeopt_agent/__main__.py", f"def main():\n    open({str(mark)!r}, 'w').write('x')\n")
+        os.replace(evil, pushed)
+        swapped.append(True)
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        run = bench(lab.options(dev, profiles=["int8"], min_seconds=3.0))
+    finally:
+        thread.join()
+    assert swapped and not mark.exists()
+    first, second = run.results
+    assert first["valid"] is True and first["agent"]["model"]["sha256"] == first["artifact"]["sha256"]
+    assert second["valid"] is False and second["error"]["kind"] == "agent"
+    assert second["error"]["type"] == "hash_mismatch" and "sha256 mismatch" in second["error"]["message"]

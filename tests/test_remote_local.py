@@ -77,12 +77,61 @@ def test_session_dedupe_and_resume_on_local(tmp_path: Path) -> None:
     assert remote == f"{home}/.cache/edgeopt/blobs/{digest}/model.onnx"
     assert session.last_sent == 256_000
     assert session.ensure_file(src, digest) == remote and session.last_sent == 0
-    # a half-done upload from an earlier run is resumed
+    # a half-done upload of this session (its upload_id names the part file) is resumed
     Path(remote).unlink()
-    part = Path(remote).with_name(".model.onnx.part")
+    part = Path(session.part_path(str(Path(remote).parent), "model.onnx"))
+    assert part.name == f".model.onnx.{session.upload_id}.part"
     part.write_bytes(src.read_bytes()[:100_000])
     assert session.ensure_file(src) == remote and session.last_sent == 156_000
     assert Path(remote).read_bytes() == src.read_bytes() and not part.exists()
+    # … and by a later session that takes over its upload_id (after a dropped connection)
+    Path(remote).unlink()
+    part.write_bytes(src.read_bytes()[:50_000])
+    later = DeviceSession(t, python=sys.executable, upload_id=session.upload_id)
+    assert later.ensure_file(src) == remote and later.last_sent == 206_000
+    # a different session never touches another's part file
+    Path(remote).unlink()
+    part.write_bytes(b"J" * 50_000)
+    other = DeviceSession(t, python=sys.executable)
+    assert other.upload_id != session.upload_id
+    assert other.ensure_file(src) == remote and other.last_sent == 256_000
+    assert part.read_bytes() == b"J" * 50_000
+
+
+def test_cache_is_private_and_a_symlink_or_foreign_dir_is_refused(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    home = tmp_path / "device"
+    home.mkdir()
+    t = LocalTransport(home=home)
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"m" * 1000)
+    remote = Path(DeviceSession(t, python=sys.executable).ensure_file(src))
+    cache = home / ".cache" / "edgeopt"
+    for d in (cache, cache / "blobs", remote.parent):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    assert stat.S_IMODE(remote.stat().st_mode) == 0o600
+    # an existing, too open cache of ours is tightened
+    os.chmod(cache, 0o755)
+    DeviceSession(t, python=sys.executable).ensure_file(src)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    # a cache directory that is a symlink (someone else's directory, say) is refused, nothing written there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / "sym").mkdir()
+    (home / "sym" / "blobs").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(RemoteError, match=r"unsafe or unusable cache on local: .*/sym/blobs is a symbolic link"):
+        DeviceSession(t, python=sys.executable, cache_dir=str(home / "sym")).ensure_file(src)
+    assert list(elsewhere.iterdir()) == []
+    # a cache directory owned by another user is refused (root can hand one to another user)
+    foreign = home / "foreign"
+    foreign.mkdir()
+    if os.geteuid() == 0:
+        os.chown(foreign, 4242, 4242)
+        with pytest.raises(RemoteError, match="foreign belongs to another user"):
+            DeviceSession(t, python=sys.executable, cache_dir=str(foreign)).ensure_file(src)
+        assert list(foreign.iterdir()) == []
 
 
 def test_session_refuses_a_local_file_that_changed(tmp_path: Path) -> None:

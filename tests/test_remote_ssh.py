@@ -387,11 +387,11 @@ def test_connection_dropped_mid_upload_then_next_push_resumes(how: str, sshd_fac
         session.ensure_file(src, digest, progress=cut)
     transport.close()
     assert not Path(final).exists()  # never a file at the final name
-    partial = Path(final).with_name(".model.tflite.part")
+    partial = Path(session.part_path(str(Path(final).parent), "model.tflite"))  # this session's own part file
     assert partial.exists() and partial.stat().st_size < size
 
-    with SSHTransport(spec) as again:
-        retry = DeviceSession(again, cache_dir=cache_dir)
+    with SSHTransport(spec) as again:  # the same upload, continued over a new connection
+        retry = DeviceSession(again, cache_dir=cache_dir, upload_id=session.upload_id)
         assert retry.ensure_file(src, digest) == final
         assert 0 < retry.last_sent < size  # resumed, not restarted
         assert retry.remote_sha256(final) == digest
@@ -422,11 +422,42 @@ def test_corrupt_partial_upload_restarts_from_zero(ssh: SSHTransport, cache_dir:
     ssh.mkdir(directory)
     junk = tmp_path / "junk"
     junk.write_bytes(b"J" * 50_000)  # a .part whose bytes are wrong
-    ssh.put(junk, f"{directory}/.model.tflite.part")
     session = DeviceSession(ssh, cache_dir=cache_dir)
+    ssh.put(junk, session.part_path(directory, "model.tflite"))
     assert session.ensure_file(src, digest) == f"{directory}/model.tflite"
     assert session.last_sent == 50_000 + 100_000  # tried resuming, hash failed, started over
     assert session.remote_sha256(f"{directory}/model.tflite") == digest
+
+
+def test_concurrent_pushes_of_one_blob_never_share_a_part_file(spec: ConnectionSpec, cache_dir: str,
+                                                               tmp_path: Path) -> None:
+    """Two runs pushing the same blob to the same device at once: each uploads to its own part file, both
+    succeed, the file is right (they used to share `.model.tflite.part` and corrupt each other)."""
+    import threading
+
+    src = _blob(tmp_path, 3 * 1024 * 1024)
+    digest = sha256_file(src)
+    outcomes: list[object] = []
+    started = threading.Barrier(2)
+
+    def push() -> None:
+        with SSHTransport(spec) as t:
+            session = DeviceSession(t, cache_dir=cache_dir)
+            started.wait()
+            try:
+                outcomes.append(session.ensure_file(src, digest))
+            except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    final = f"{cache_dir}/blobs/{digest}/model.tflite"
+    assert outcomes == [final, final]
+    assert Path(final).read_bytes() == src.read_bytes()
+    assert [p.name for p in Path(final).parent.iterdir()] == ["model.tflite"]  # no part file left behind
 
 
 def test_sha256sum_fallback_and_python_path(ssh: SSHTransport, tmp_path: Path) -> None:

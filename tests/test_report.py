@@ -107,3 +107,22 @@ def test_table_marks_random_inputs():
     render_table([doc], console)
     text = console.export_text()
     assert "ok (random inputs)" in text and "m.tflite" in text
+
+
+def test_table_marks_emulated_devices():
+    """A result from an emulated device (flag `emulated`) says so in the status column: its latency is not the
+    hardware's."""
+    console = Console(record=True, width=250)
+    base = {"target": "rpi4", "profile": "int8", "format": "tflite", "valid": True, "error": None,
+            "artifact": {"file": "model.tflite", "bytes": 10},
+            "agent": {"inputs": {"source": "reference"}, "latency_ms": {"p50": 12.5}}}
+    emulated = {**base, "flags": ["emulated"]}
+    real = {**base, "target": "pi-real", "flags": []}
+    row = result_row(emulated)
+    assert row["emulated"] and row["status"] == "emulated — latency is not hardware latency"
+    assert not result_row(real)["emulated"] and result_row(real)["status"] == "ok"
+    failed = {**emulated, "valid": False, "error": {"kind": "timeout", "message": "killed after 900 s"}}
+    assert result_row(failed)["status"].startswith("FAILED (timeout)")
+    render_table([emulated, real], console)
+    text = console.export_text()
+    assert "emulated — latency is not hardware latency" in text

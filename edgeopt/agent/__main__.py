@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 from typing import Any, List, Optional, Sequence
@@ -147,8 +148,27 @@ def _emit(doc: dict) -> None:
     sys.stdout.flush()
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM, SIGINT and SIGHUP (the host kills the agent's process group on Ctrl-C or a timeout, then
+    SIGKILLs it a moment later; a lost SSH session hangs up) raise ``AgentFailure("interrupted")`` in the main
+    thread, so every ``finally`` runs: the CPU governor is restored, the energy sampler stopped. Later signals
+    are ignored, so nothing interrupts that clean-up."""
+
+    def handler(signum: int, frame: Any) -> None:
+        for other in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(other, signal.SIG_IGN)
+        name = signal.Signals(signum).name
+        raise AgentFailure("interrupted", "the agent was stopped by %s" % name,
+                           "the host interrupted the run (Ctrl-C or a timeout)", exit_code=128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv is None:  # the zipapp or `python -m`: a process of its own
+        _stop_on_signals()
     try:
         args = build_parser().parse_args(argv)  # --help / --version print to stdout and exit here
     except AgentFailure as exc:

@@ -7,7 +7,7 @@ import os
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, TypedDict, Union
+from typing import Any, Dict, List, Optional, Tuple, TypedDict, Union
 
 import numpy as np
 
@@ -45,6 +45,8 @@ class RunOptions:
         self.cooldown_below = cooldown_below
         self.cooldown_timeout = cooldown_timeout
         self.max_other_load = max_other_load
+        #: the model file's bytes, read once and hashed by ``verify_model``: the runtime loads these, never the path
+        self.model_content: Optional[bytes] = None
 
     def check(self) -> None:
         if not _HEX64.match(self.sha256 or ""):
@@ -85,13 +87,15 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def detect_format(path: str) -> str:
-    """By extension; otherwise by content (a TFLite flatbuffer carries ``TFL3`` at byte 4)."""
+def detect_format(path: str, head: Optional[bytes] = None) -> str:
+    """By extension; otherwise by content (``head``: the first bytes; a TFLite flatbuffer carries ``TFL3`` at
+    byte 4)."""
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext in FORMATS:
         return ext
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    if head is None:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
     if head[4:8] == b"TFL3":
         return "tflite"
     if head[:1] == b"\x08":  # an ONNX ModelProto starts with field 1 (ir_version), varint
@@ -100,16 +104,21 @@ def detect_format(path: str) -> str:
                        "name the file *.tflite or *.onnx, or pass --format")
 
 
-def verify_model(path: str, expected: str) -> Dict[str, object]:
-    if not os.path.isfile(path):
+def verify_model(path: str, expected: str) -> Tuple[Dict[str, object], bytes]:
+    """Reads the model file ONCE and checks the sha256 of those bytes; the runtime then loads the same bytes
+    (never the path again: a file swapped after the check cannot be what runs)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise AgentFailure("model_not_found", "model file %s does not exist" % path,
                            "push the artifact to the device first")
-    actual = sha256_file(path)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected.lower():
         raise AgentFailure("hash_mismatch", "%s: sha256 mismatch: expected %s, actual %s" % (path, expected.lower(), actual),
                            "the file on the device is not the artifact that was built; push it again",
                            expected=expected.lower(), actual=actual)
-    return {"path": os.path.abspath(path), "sha256": actual, "bytes": os.path.getsize(path)}
+    return {"path": os.path.abspath(path), "sha256": actual, "bytes": len(data)}, data
 
 
 class Pinning(TypedDict):
@@ -147,8 +156,8 @@ def run(opts: RunOptions) -> Dict[str, object]:
     started = time.time()
     opts.check()
     warnings: List[str] = []
-    model_block = verify_model(opts.model, opts.sha256)
-    fmt = opts.format or detect_format(opts.model)
+    model_block, opts.model_content = verify_model(opts.model, opts.sha256)
+    fmt = opts.format or detect_format(opts.model, opts.model_content[:8])
     model_block["format"] = fmt
     reference = inputs.load_reference(opts.reference) if opts.reference else None
 
@@ -167,12 +176,13 @@ def run(opts: RunOptions) -> Dict[str, object]:
     pinning = apply_affinity(affinity_cpus, warnings)
     cpus_used = pinning["affinity"]
     conditions["cpus_used"] = cpus_used
-    governor = state.Governor(root, cpus_used, opts.governor) if opts.governor else None
-    if governor is not None:
-        conditions["governor"] = governor.info
-        if governor.info["error"]:
-            warnings.append("--governor %s: %s" % (opts.governor, governor.info["error"]))
-    try:
+    governor = state.Governor(root, cpus_used, opts.governor, apply=False) if opts.governor else None
+    try:  # SIGTERM/SIGINT (the host kills the agent: Ctrl-C, a timeout) end up here too: see __main__
+        if governor is not None:
+            governor.apply()
+            conditions["governor"] = governor.info
+            if governor.info["error"]:
+                warnings.append("--governor %s: %s" % (opts.governor, governor.info["error"]))
         return _run_measured(opts, started, warnings, model_block, fmt, reference, runtime, pinning, conditions,
                              meter)
     finally:
@@ -216,7 +226,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
     rss_before = memory.rss_kib()
     t0 = time.perf_counter_ns()
     try:
-        model = runtime.load(opts.model, opts.threads)
+        model = runtime.load(opts.model, opts.threads, content=opts.model_content)
     except AgentFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - the runtime refused the model

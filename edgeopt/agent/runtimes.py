@@ -63,11 +63,12 @@ class LoadedRuntime:
     def name(self) -> str:
         return self.spec.name
 
-    def load(self, path: str, threads: Optional[int]) -> "Model":
+    def load(self, path: str, threads: Optional[int], content: Optional[bytes] = None) -> "Model":
+        """The model from ``content`` (the bytes the agent hashed) when given, else from ``path``."""
         if self.spec.format == "onnx":
-            return OnnxModel(self.module, path, threads)
+            return OnnxModel(self.module, path, threads, content)
         interpreter_cls = self.module.lite.Interpreter if self.spec.name == "tensorflow" else self.module.Interpreter
-        return TFLiteModel(interpreter_cls, path, threads)
+        return TFLiteModel(interpreter_cls, path, threads, content)
 
 
 def _version_tuple(text: Optional[str]) -> Tuple[int, ...]:
@@ -194,8 +195,13 @@ def _tflite_info(detail: Dict[str, Any]) -> TensorInfo:
 
 
 class TFLiteModel(Model):
-    def __init__(self, interpreter_cls: Any, path: str, threads: Optional[int]) -> None:
-        self.interpreter = interpreter_cls(model_path=path, num_threads=threads)
+    def __init__(self, interpreter_cls: Any, path: str, threads: Optional[int],
+                 content: Optional[bytes] = None) -> None:
+        self.content = content  # the interpreter reads the model from this buffer for as long as it lives
+        if content is not None:
+            self.interpreter = interpreter_cls(model_content=content, num_threads=threads)
+        else:
+            self.interpreter = interpreter_cls(model_path=path, num_threads=threads)
         self.interpreter.allocate_tensors()
         self.threads = threads
         self.inputs = [_tflite_info(d) for d in self.interpreter.get_input_details()]
@@ -229,11 +235,12 @@ def _onnx_info(arg: Any) -> TensorInfo:
 
 
 class OnnxModel(Model):
-    def __init__(self, ort: Any, path: str, threads: Optional[int]) -> None:
+    def __init__(self, ort: Any, path: str, threads: Optional[int], content: Optional[bytes] = None) -> None:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(content if content is not None else path, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
         self.threads = threads
         self.providers = list(self.session.get_providers())
         self.inputs = [_onnx_info(a) for a in self.session.get_inputs()]

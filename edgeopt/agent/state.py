@@ -42,13 +42,23 @@ def fastest_cpus(root: str, allowed: Optional[List[int]]) -> Tuple[List[int], Di
 
 
 class Governor:
-    """Sets ``scaling_governor`` on the CPUs' cpufreq policies and restores the previous ones."""
+    """Sets ``scaling_governor`` on the CPUs' cpufreq policies and restores the previous ones.
 
-    def __init__(self, root: str, cpus: Optional[List[int]], governor: str) -> None:
+    ``apply=False`` creates it without touching anything: call :meth:`apply` inside the ``try`` whose
+    ``finally`` calls :meth:`restore`, so a signal (SIGTERM/SIGINT: the agent is being killed) that arrives
+    while the governors are being set still restores every one already changed."""
+
+    def __init__(self, root: str, cpus: Optional[List[int]], governor: str, apply: bool = True) -> None:
         self.root = root
         self.governor = governor
+        self.cpus = cpus
         self.previous: Dict[int, str] = {}
         self.info: Dict[str, object] = {"requested": governor, "applied": False, "restored": None, "error": None}
+        if apply:
+            self.apply()
+
+    def apply(self) -> None:
+        root, cpus, governor = self.root, self.cpus, self.governor
         rows = [r for r in sysinfo.cpufreq_state(root) if cpus is None or r["cpu"] in cpus]
         if not rows:
             self.info["error"] = "no cpufreq interface under %s" % sysinfo.sys_path(root, "devices/system/cpu")
@@ -64,13 +74,14 @@ class Governor:
             old = row["governor"]
             if old == governor:
                 continue
+            self.previous[cpu] = str(old)  # before the write: restored even if a signal ends the write
             try:
                 with open(path, "w") as fh:
                     fh.write(governor)
             except OSError as exc:
+                del self.previous[cpu]
                 errors.append("cpu%d: %s" % (cpu, exc.strerror or exc))
                 continue
-            self.previous[cpu] = str(old)
         self.info["previous"] = {str(c): g for c, g in sorted(self.previous.items())}
         self.info["applied"] = not errors
         if errors:

@@ -13,6 +13,10 @@ from edgeopt.errors import EdgeoptError
 
 RESULT_SCHEMA = 1
 
+# flags of a result document ("flags": [...])
+RANDOM_INPUTS = "random-inputs"  # a ready model file: random inputs, no reference
+EMULATED = "emulated"  # the device is emulated (edgeopt emulate: qemu-user): its latency is not hardware latency
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -76,7 +80,7 @@ def base_doc(run_id: str, opts: BenchOptions, plan: DevicePlan, job: Job, index:
         "profile": job.profile,
         "format": job.format,
         "source": "build" if job.profile else "file",
-        "flags": [] if job.reference else ["random-inputs"],
+        "flags": [] if job.reference else [RANDOM_INPUTS],
         "artifact": {
             "file": job.model.name, "path": str(job.model), "sha256": job.sha256, "bytes": job.bytes,
             "manifest": str(job.manifest_path) if job.manifest_path else None,
@@ -96,3 +100,25 @@ def base_doc(run_id: str, opts: BenchOptions, plan: DevicePlan, job: Job, index:
         "agent": None,
         "host_seconds": None,
     }
+
+
+def device_flags(agent: dict[str, Any]) -> list[str]:
+    """Flags the device's own facts call for: ``emulated`` when the agent found the emulation marker
+    (docs/emulate.md)."""
+    device = agent.get("device") if isinstance(agent, dict) else None
+    return [EMULATED] if isinstance(device, dict) and device.get("emulated") else []
+
+
+def add_flags(doc: dict[str, Any], flags: list[str]) -> None:
+    doc["flags"] = list(doc.get("flags") or []) + [f for f in flags if f not in (doc.get("flags") or [])]
+
+
+def is_emulated(doc: dict[str, Any] | None) -> bool:
+    """The result was measured on an emulated device: its latency says nothing about hardware. The flag, or
+    the agent's device facts (for a document stored without the flag)."""
+    if not isinstance(doc, dict):
+        return False
+    if EMULATED in (doc.get("flags") or []):
+        return True
+    agent = doc.get("agent")
+    return bool(device_flags(agent)) if isinstance(agent, dict) else False

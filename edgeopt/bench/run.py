@@ -3,11 +3,16 @@ transport each), store every result as soon as it exists."""
 
 from __future__ import annotations
 
+import functools
 import platform
+import signal
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from edgeopt import __version__
@@ -22,6 +27,9 @@ from edgeopt.results.store import open_store
 
 EXIT_OK = 0
 EXIT_FAILED = 3  # some device or result failed (RemoteError/AgentError exit code)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+#: After Ctrl-C, how long the workers get to kill what runs on their devices before the run ends without them.
+CANCEL_GRACE = 3.5
 
 
 @dataclass
@@ -31,6 +39,7 @@ class BenchRun:
     store_path: Path
     results_dir: Path
     seconds: float
+    interrupted: bool = False
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -38,6 +47,8 @@ class BenchRun:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return EXIT_FAILED if self.failed or not self.results else EXIT_OK
 
     def summary(self) -> dict[str, Any]:
@@ -46,7 +57,8 @@ class BenchRun:
                                  if (r.get("error") or {}).get("kind") == "infrastructure"})
         return {"results": len(self.results), "valid": len(self.results) - len(self.failed),
                 "devices": devices, "failed_devices": failed_devices,
-                "bytes_sent": sum(r["transfer"]["total"] for r in self.results), "seconds": round(self.seconds, 3)}
+                "bytes_sent": sum(r["transfer"]["total"] for r in self.results), "seconds": round(self.seconds, 3),
+                "interrupted": self.interrupted}
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "store": str(self.store_path), "results_dir": str(self.results_dir),
@@ -80,18 +92,18 @@ def bench(opts: BenchOptions, progress: Progress | None = None) -> BenchRun:
                     "profiles": opts.profiles, "formats": opts.formats,
                     "models": [str(m) for m in opts.models]},
     })
-    ctx = RunContext(opts, run_id, agent, agent_sha, store.add_result, progress)
-    results: list[dict[str, Any]] = []
+    collected = Collector(store.add_result)
+    ctx = RunContext(opts, run_id, agent, agent_sha, collected.add, progress)
     status = "interrupted"
     try:
-        with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="edgeopt-bench") as pool:
-            futures = [pool.submit(run_device, p, ctx) for p in plans]
-            for future in futures:
-                results.extend(future.result())
-        results.sort(key=lambda r: r["result_id"])  # by target name, then plan order: as the store lists them
-        status = "complete"
+        with cancel_on_sigint(ctx.cancel):
+            run_parallel([functools.partial(run_device, p, ctx) for p in plans], ctx.cancel)
+        status = "interrupted" if ctx.cancel.is_set() else "complete"
     finally:
-        run = BenchRun(run_id, results, store.path, store.run_dir(run_id), time.perf_counter() - t0)
+        results = collected.close()
+        results.sort(key=lambda r: r["result_id"])  # by target name, then plan order: as the store lists them
+        run = BenchRun(run_id, results, store.path, store.run_dir(run_id), time.perf_counter() - t0,
+                       interrupted=status == "interrupted")
         if status == "complete" and run.failed:
             status = "failed"
         try:
@@ -99,3 +111,72 @@ def bench(opts: BenchOptions, progress: Progress | None = None) -> BenchRun:
         finally:
             store.close()
     return run
+
+
+class Collector:
+    """Every result as it arrives: stored at once and kept; once closed (the run ended, a worker still winding
+    down after Ctrl-C) nothing more is stored."""
+
+    def __init__(self, store: Callable[[dict[str, Any]], object]) -> None:
+        self._store = store
+        self._docs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._open = True
+
+    def add(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            if self._open:
+                self._docs.append(doc)
+                self._store(doc)
+
+    def close(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self._open = False
+            return list(self._docs)
+
+
+@contextmanager
+def cancel_on_sigint(cancel: threading.Event) -> Iterator[None]:
+    """While inside: the first Ctrl-C (SIGINT) sets ``cancel`` (the workers stop and kill what runs on their
+    devices); a second one raises ``KeyboardInterrupt`` as usual. Only in the main thread (signals go there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_parallel(tasks: list[Callable[[], object]], cancel: threading.Event, grace: float = CANCEL_GRACE) -> None:
+    """Run each task in a daemon thread of its own and wait for all of them. When ``cancel`` is set, wait at most
+    ``grace`` seconds more: a worker still stuck (connecting, say) is left behind, never waited for. An
+    exception a task raised is raised here once all are done."""
+    errors: list[BaseException] = []
+
+    def guarded(task: Callable[[], object]) -> None:
+        try:
+            task()
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(task,), name=f"edgeopt-device-{i}", daemon=True)
+               for i, task in enumerate(tasks)]
+    for thread in threads:
+        thread.start()
+    deadline: float | None = None
+    while any(t.is_alive() for t in threads):
+        if cancel.is_set() and deadline is None:
+            deadline = time.monotonic() + grace
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        next(t for t in threads if t.is_alive()).join(0.05)
+    if errors and not cancel.is_set():
+        raise errors[0]

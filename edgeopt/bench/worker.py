@@ -4,31 +4,108 @@ outcome (result, agent failure, lost link, timeout) into a result document. Neve
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeopt.bench.document import base_doc, check_result, error_doc
+from edgeopt.bench.document import add_flags, base_doc, check_result, device_flags, error_doc
 from edgeopt.bench.options import BenchOptions, DevicePlan, Job
 from edgeopt.bench.plan import open_transport
 from edgeopt.bench.progress import Progress
-from edgeopt.errors import AgentError, AgentFailed, EdgeoptError, RemoteError, RemoteTimeout
+from edgeopt.bench.schema import schema_problem
+from edgeopt.bench.zipapp import ZIP_PACKAGE
+from edgeopt.errors import (
+    AgentError,
+    AgentFailed,
+    DeviceOutputError,
+    EdgeoptError,
+    Interrupted,
+    RemoteError,
+    RemoteTimeout,
+)
 from edgeopt.remote.session import DeviceSession
 
 log = logging.getLogger(__name__)
 
 
+# Runs a Python zipapp from the bytes it verified (Python >= 3.9, started with -I: no PYTHON* variables, no
+# working directory on sys.path). argv: <zipapp> <sha256> <package> <arguments…>. The file is read ONCE; its
+# sha256 is checked; the package's modules are imported from those bytes in memory (never from the path again),
+# then <package>.__main__.main() runs with sys.argv = [<zipapp>, <arguments…>]. A mismatch prints the agent's
+# {"error": {"type": "hash_mismatch", …}} document and exits 1. -I also drops the user's site-packages: they are
+# put back (a runtime installed with `pip install --user`), after the system's.
+VERIFIED_ZIPAPP_CODE = """import hashlib, importlib.abc, importlib.util, io, json, linecache, os, site, sys, zipfile
+zip_path, want, package = sys.argv[1], sys.argv[2].lower(), sys.argv[3]
+with open(zip_path, "rb") as fh:
+    data = fh.read()
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.stdout.write(json.dumps({"error": {"type": "hash_mismatch", "expected": want, "actual": got,
+        "message": "%s: sha256 mismatch: expected %s, actual %s" % (zip_path, want, got),
+        "hint": "the agent on the device is not the one that was pushed; run again to push it"}}) + "\\n")
+    sys.exit(1)
+user_site = site.getusersitepackages()
+if sys.prefix == sys.base_prefix and isinstance(user_site, str) and os.path.isdir(user_site):
+    site.addsitedir(user_site)
+archive = zipfile.ZipFile(io.BytesIO(data))
+names = set(archive.namelist())
+class Loader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def entry(self, name):
+        base = name.replace(".", "/")
+        for key, is_package in ((base + "/__init__.py", True), (base + ".py", False)):
+            if key in names:
+                return key, is_package
+        return None, False
+    def find_spec(self, name, path=None, target=None):
+        if name != package and not name.startswith(package + "."):
+            return None
+        key, is_package = self.entry(name)
+        if key is None:
+            return None
+        return importlib.util.spec_from_loader(name, self, origin=zip_path + "/" + key, is_package=is_package)
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        key = self.entry(module.__name__)[0]
+        source = archive.read(key).decode("utf-8")
+        module.__file__ = zip_path + "/" + key
+        linecache.cache[module.__file__] = (len(source), None, source.splitlines(True), module.__file__)
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+sys.meta_path.insert(0, Loader())
+sys.argv = [zip_path] + sys.argv[4:]
+main = importlib.import_module(package + ".__main__").main
+sys.exit(main())
+"""
+
+
+def verified_zipapp_argv(python: str, zipapp: str, sha256: str, package: str, args: list[str]) -> list[str]:
+    """The argv that runs ``zipapp`` on the device from the bytes it verified against ``sha256`` (see
+    :data:`VERIFIED_ZIPAPP_CODE`): a file swapped after the push is refused, never run."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256.lower()):
+        raise ValueError(f"invalid sha256 {sha256!r}")
+    return [python, "-I", "-c", VERIFIED_ZIPAPP_CODE, zipapp, sha256.lower(), package, *args]
+
+
+
 class RunContext:
-    """Shared by the device workers of one run."""
+    """Shared by the device workers of one run. ``cancel`` is set on Ctrl-C: every worker stops, a command
+    running on a device is killed (the transports check it), the jobs not run are stored as interrupted."""
 
     def __init__(self, opts: BenchOptions, run_id: str, agent: Path, agent_sha: str,
-                 on_result: Callable[[dict[str, Any]], object], progress: Progress) -> None:
+                 on_result: Callable[[dict[str, Any]], object], progress: Progress,
+                 cancel: threading.Event | None = None) -> None:
         self.opts = opts
         self.run_id = run_id
         self.agent = agent
         self.agent_sha = agent_sha
         self.on_result = on_result
         self.progress = progress
+        self.cancel = cancel if cancel is not None else threading.Event()
+
+
+INTERRUPTED = {"kind": "interrupted", "message": "not run: the run was interrupted (Ctrl-C)"}
 
 
 def remote_workdir(plan: DevicePlan, home: str) -> str:
@@ -46,7 +123,7 @@ def remote_workdir(plan: DevicePlan, home: str) -> str:
 def agent_argv(plan: DevicePlan, ctx: RunContext, agent_remote: str, job: Job, model_remote: str,
                 ref_remote: str | None, threads: int | None) -> list[str]:
     opts = ctx.opts
-    argv = [plan.python, agent_remote, "run", "--model", model_remote, "--sha256", job.sha256,
+    argv = ["run", "--model", model_remote, "--sha256", job.sha256,
             "--runs", str(opts.runs), "--warmup", str(opts.warmup), "--format", job.format]
     if ref_remote:
         argv += ["--reference", ref_remote]
@@ -63,7 +140,9 @@ def agent_argv(plan: DevicePlan, ctx: RunContext, agent_remote: str, job: Job, m
         argv += ["--energy", plan.target.energy_sensor]
         if plan.target.energy_command and "--energy-command" not in opts.agent_args:
             argv += ["--energy-command", plan.target.energy_command]
-    return argv
+    # run from the bytes verified against the agent's sha256, not by path: a zipapp swapped since the push
+    # (the device's cache is checked once per session) is refused, never run
+    return verified_zipapp_argv(plan.python, agent_remote, ctx.agent_sha, ZIP_PACKAGE, argv)
 
 
 def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
@@ -101,6 +180,7 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
         return docs
 
     assert transport is not None
+    transport.cancel = ctx.cancel
     try:
         session: DeviceSession | None = None
         verified: dict[tuple[str, str], str] = {}  # (sha256, file name) -> remote path, checked this session
@@ -110,8 +190,12 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
             started = time.perf_counter()
             doc = base_doc(ctx.run_id, ctx.opts, plan, job, i)
             doc["transport"]["description"] = transport.description
+            if ctx.cancel.is_set() and device_error is None:
+                device_error = dict(INTERRUPTED)
             if device_error is not None:
-                doc["error"] = {**device_error, "message": f"not run: {device_error['message']}"}
+                message = device_error["message"]
+                doc["error"] = {**device_error,
+                                "message": message if message.startswith("not run:") else f"not run: {message}"}
                 finish(doc, started)
                 continue
             transfer = doc["transfer"]
@@ -147,15 +231,26 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
                 if not isinstance(agent, dict) or agent.get("command") != "run":
                     raise AgentFailed(f"the agent on {transport.description} printed an unexpected document",
                                       "update edgeopt on the host (the agent is pushed from it)")
+                problem = schema_problem(agent)  # device output is untrusted: typed before it is stored
+                if problem:
+                    raise DeviceOutputError(f"the agent on {transport.description} printed a malformed document: "
+                                            f"{problem}", "is the agent on the device edgeopt's? run again")
                 doc["agent"] = agent
+                add_flags(doc, device_flags(agent))  # "emulated": latency not comparable with hardware
                 ok, why, stale = check_result(agent, job)
                 if stale:
                     verified.clear()  # a file changed on the device under us: verify everything again
                 doc["valid"] = ok
                 if not ok:
                     doc["error"] = {"kind": "invalid", "message": why}
+            except Interrupted as exc:
+                device_error = dict(INTERRUPTED)
+                doc["error"] = error_doc("interrupted", exc)
             except AgentFailed as exc:
                 doc["error"] = error_doc("agent", exc)
+                if exc.payload.get("type") == "hash_mismatch":  # a file changed on the device since verified:
+                    verified.clear()                              # verify (and push) everything again
+                    agent_remote = ""
             except AgentError as exc:  # the local artifact changed since the build, etc.
                 doc["error"] = error_doc("artifact", exc)
             except RemoteError as exc:

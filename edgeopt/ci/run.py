@@ -4,11 +4,12 @@ again, latency regressions confirmed by a re-measure; everything stored; the ver
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import platform
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from edgeopt import __version__
 from edgeopt.bench.document import base_doc, error_doc, new_run_id, utc_now
 from edgeopt.bench.options import BenchOptions, DevicePlan
 from edgeopt.bench.plan import open_transport
+from edgeopt.bench.run import cancel_on_sigint, run_parallel
 from edgeopt.bench.worker import RunContext, remote_workdir, run_device
 from edgeopt.bench.zipapp import agent_zipapp
 from edgeopt.ci.baseline import resolve_baseline
@@ -25,7 +27,7 @@ from edgeopt.ci.model import CIOptions, CIResult
 from edgeopt.ci.plan import CellPlan, plan_lab
 from edgeopt.ci.progress import CIProgress
 from edgeopt.config.lab import Lab, load_lab
-from edgeopt.errors import EdgeoptError
+from edgeopt.errors import EdgeoptError, Interrupted
 from edgeopt.remote.lock import DeviceLock
 from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, samples, usable
 from edgeopt.results.store import open_store
@@ -200,16 +202,24 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
         docs: list[dict[str, Any]] = []
         devices: dict[str, Any] = {}
         status = "interrupted"
+        outcomes: dict[int, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+        done = threading.Lock()
+
+        def task(index: int, cp: CellPlan, base_map: dict[tuple[str, str, str, str], dict[str, Any]]) -> None:
+            outcome = device_worker(cp, ctx, lab, job_name, settings.retries, progress, base_map)
+            with done:
+                outcomes[index] = outcome
+
         try:
-            with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="edgeopt-ci") as pool:
-                base_map = {cell_key(d): d for d in baseline.docs if usable(d)}
-                futures = [pool.submit(device_worker, p, ctx, lab, job_name, settings.retries, progress,
-                                       base_map) for p in plans]
-                for future in futures:
-                    device_docs, info = future.result()
+            base_map = {cell_key(d): d for d in baseline.docs if usable(d)}
+            with cancel_on_sigint(ctx.cancel):  # Ctrl-C: every device stops, its commands killed, lock released
+                run_parallel([functools.partial(task, i, p, base_map) for i, p in enumerate(plans)], ctx.cancel)
+            with done:
+                for i in sorted(outcomes):
+                    device_docs, info = outcomes[i]
                     docs.extend(device_docs)
                     devices[info["device"]] = info
-            status = "complete"
+            status = "interrupted" if ctx.cancel.is_set() else "complete"
         finally:
             cells = evaluate(docs, baseline.docs, lab.gates)
             result = CIResult(run_id, lab.name, cells, baseline.to_json(), lab.infra_errors_fail, devices,
@@ -227,4 +237,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
             result.tags = tags
     finally:
         store.close()
+    if status == "interrupted":
+        raise Interrupted(f"interrupted: run {run_id} is stored as interrupted; commands running on the devices "
+                          "were killed and their locks released", "run `edgeopt ci` again")
     return result

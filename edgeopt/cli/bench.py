@@ -42,6 +42,11 @@ def _condition_args(args: argparse.Namespace) -> list[str]:
 
 
 def _print_failures(run: BenchRun) -> None:
+    if run.interrupted:
+        s = run.summary()
+        print(f"edgeopt: interrupted: {s['valid']}/{s['results']} results finished; commands running on the "
+              f"devices were killed; run {run.run_id} is stored as interrupted", file=sys.stderr)
+        return
     seen: set[str] = set()
     for r in run.failed:
         error = r.get("error") or {"message": "no result"}

@@ -1,4 +1,7 @@
-"""Everything the command line shows while work runs: consoles, progress bars, plain progress lines."""
+"""Everything the command line shows while work runs: consoles, progress bars, plain progress lines.
+
+Names and messages that come from devices, files or results are printed as text, never as Rich markup (a
+``[/x]`` in a device's error message prints literally)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 from edgeopt.bench.progress import SilentProgress
 from edgeopt.build import Reporter
 from edgeopt.ci.progress import CIProgress
-from edgeopt.results.reader import agent_valid, get, invalid_reasons
+from edgeopt.results.reader import agent_valid, error, invalid_reasons, text
 
 
 def stderr_console() -> Any:
@@ -34,7 +37,7 @@ class RichReporter(Reporter):
 
         self.console = stderr_console()
         self.verbose, self.quiet = verbose, quiet
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                  console=self.console, transient=True, disable=quiet)
         self.task: Any = None
@@ -55,7 +58,7 @@ class RichReporter(Reporter):
 
     def done(self, profile: str, what: str, seconds: float, detail: str = "") -> None:
         if self.verbose:
-            self.progress.console.print(f"  {profile}: {what} done in {seconds:.2f} s {detail}")
+            self.progress.console.print(f"  {profile}: {what} done in {seconds:.2f} s {detail}", markup=False)
 
     def artifact_done(self) -> None:
         if self.task is not None:
@@ -63,7 +66,7 @@ class RichReporter(Reporter):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(message)
+            self.progress.console.print(message, markup=False)
 
 
 class RichProgress:
@@ -76,7 +79,7 @@ class RichProgress:
 
         self.console = console or Console(stderr=True, highlight=False)
         self.verbose = verbose
-        self._progress = _Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        self._progress = _Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                    DownloadColumn(), TimeElapsedColumn(), console=self.console, transient=True)
         self._tasks: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -106,13 +109,24 @@ class RichProgress:
                               total=None, completed=0)
 
     def result(self, target: str, doc: dict[str, Any]) -> None:
-        label = doc.get("profile") or (doc.get("artifact") or {}).get("file")
-        if doc.get("error"):
-            self._progress.console.print(f"[red]{target} {label}/{doc.get('format')}: {doc['error']['message']}")
+        label = _label(doc)
+        failure = error(doc)
+        if failure:
+            self._progress.console.print(f"{target} {label}: {failure['message']}", style="red", markup=False)
         elif self.verbose:
-            lat = (doc.get("agent") or {}).get("latency_ms") or {}
-            self._progress.console.print(f"{target} {label}/{doc.get('format')}: p50 {lat.get('p50')} ms, "
-                                         f"sent {doc['transfer']['total']} B")
+            self._progress.console.print(f"{target} {label}: p50 {_ms(doc)} ms, sent {_sent(doc)} B", markup=False)
+
+
+def _label(doc: dict[str, Any]) -> str:
+    return f"{text(doc, 'profile') or text(doc, 'artifact', 'file')}/{text(doc, 'format')}"
+
+
+def _ms(doc: dict[str, Any]) -> str:
+    return text(doc, "agent", "latency_ms", "p50") or "None"
+
+
+def _sent(doc: dict[str, Any]) -> str:
+    return text(doc, "transfer", "total") or "-"
 
 
 class BenchLineProgress(SilentProgress):
@@ -126,10 +140,9 @@ class BenchLineProgress(SilentProgress):
         self.console.print(f"{target}: run {label} ({index}/{count})", markup=False)
 
     def result(self, target: str, doc: dict[str, Any]) -> None:
-        lat = (doc.get("agent") or {}).get("latency_ms") or {}
-        what = f"error: {doc['error']['message']}" if doc.get("error") else f"p50 {lat.get('p50')} ms"
-        self.console.print(f"{target}: {doc.get('profile') or doc['artifact']['file']}/{doc.get('format')} {what}, "
-                           f"sent {doc['transfer']['total']} B", markup=False)
+        failure = error(doc)
+        what = f"error: {failure['message']}" if failure else f"p50 {_ms(doc)} ms"
+        self.console.print(f"{target}: {_label(doc)} {what}, sent {_sent(doc)} B", markup=False)
 
 
 class CILineProgress(CIProgress):
@@ -149,10 +162,10 @@ class CILineProgress(CIProgress):
             self.note(f"{target}: {status}")
 
     def result(self, target: str, doc: dict[str, Any]) -> None:
-        label = f"{doc.get('profile') or (doc.get('artifact') or {}).get('file')}/{doc.get('format')}"
-        if doc.get("error"):
-            self.note(f"{target} {label}: {doc['error'].get('kind')}: {doc['error'].get('message')}")
+        failure = error(doc)
+        if failure:
+            self.note(f"{target} {_label(doc)}: {failure['kind']}: {failure['message']}")
         elif self.verbose:
-            lat = get(doc, "agent", "latency_ms") or {}
+            count = text(doc, "agent", "latency_ms", "count")
             extra = "" if agent_valid(doc) else " INVALID: " + "; ".join(invalid_reasons(doc))
-            self.note(f"{target} {label}: p50 {lat.get('p50')} ms ({lat.get('count')} runs){extra}")
+            self.note(f"{target} {_label(doc)}: p50 {_ms(doc)} ms ({count} runs){extra}")

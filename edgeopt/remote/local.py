@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from edgeopt.errors import RemoteError, RemoteTimeout
-from edgeopt.remote.transport import CHUNK, ClosingTransport, ProgressCallback, Result, copy_chunks, upload_size
+from edgeopt.remote.transport import (
+    CHUNK,
+    TERM_GRACE,
+    ClosingTransport,
+    OutputCapture,
+    ProgressCallback,
+    Result,
+    check_cancel,
+    copy_chunks,
+    upload_size,
+)
 
 
 class LocalTransport(ClosingTransport):
@@ -37,26 +49,92 @@ class LocalTransport(ClosingTransport):
             return Result(127, b"", f"{argv[0]}: command not found\n".encode())
         except PermissionError as exc:
             return Result(126, b"", f"{argv[0]}: {exc.strerror}\n".encode())
+        capture = OutputCapture(str(argv[0]), self.description)
         try:
-            out, err = proc.communicate(input=stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._kill(proc)
-            raise RemoteTimeout(
-                f"command {argv[0]!r} on local timed out after {timeout:g} s",
-                "raise the command timeout or check why it hangs",
-            ) from None
+            self._pump(proc, capture, stdin, timeout, str(argv[0]))
         except BaseException:
             self._kill(proc)
             raise
-        return Result(proc.returncode, out, err)
+        return capture.result(proc.returncode)
+
+    def _pump(self, proc: subprocess.Popen[bytes], capture: OutputCapture, stdin: bytes | None, timeout: float,
+              name: str) -> None:
+        """Feed stdin, read stdout/stderr (capped) until the process exits; every 0.1 s check the deadline and
+        the run's cancel event."""
+        deadline = time.monotonic() + timeout
+        pending = memoryview(stdin or b"")
+        sel = selectors.DefaultSelector()
+        assert proc.stdout is not None and proc.stderr is not None
+        for stream in (proc.stdout, proc.stderr):
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ)
+        if proc.stdin is not None:
+            if pending:
+                os.set_blocking(proc.stdin.fileno(), False)
+                sel.register(proc.stdin, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+        try:
+            while sel.get_map():
+                check_cancel(self.cancel, name, self.description)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RemoteTimeout(
+                        f"command {name!r} on local timed out after {timeout:g} s",
+                        "raise the command timeout or check why it hangs",
+                    )
+                for key, _ in sel.select(min(remaining, 0.1)):
+                    source = key.fileobj
+                    if source is proc.stdin and proc.stdin is not None:
+                        try:
+                            written = os.write(proc.stdin.fileno(), pending[:CHUNK])
+                        except BrokenPipeError:
+                            written = len(pending)
+                        pending = pending[written:]
+                        if not pending:
+                            sel.unregister(proc.stdin)
+                            proc.stdin.close()
+                        continue
+                    data = os.read(key.fd, CHUNK)
+                    if not data:
+                        sel.unregister(source)
+                    elif source is proc.stdout:
+                        capture.add_out(data)
+                    else:
+                        capture.add_err(data)
+            while proc.poll() is None:
+                check_cancel(self.cancel, name, self.description)
+                if time.monotonic() > deadline:
+                    raise RemoteTimeout(f"command {name!r} on local timed out after {timeout:g} s",
+                                        "raise the command timeout or check why it hangs")
+                time.sleep(0.02)
+        finally:
+            sel.close()
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the command's process group (the agent restores what it changed), then SIGKILL it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                if proc.poll() is None:
+                    proc.kill()
+            if sig == signal.SIGTERM:
+                try:
+                    proc.wait(timeout=TERM_GRACE)
+                except subprocess.TimeoutExpired:
+                    pass
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.communicate()
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
     # -- files ---------------------------------------------------------------------------------------------
     def put(

@@ -15,13 +15,15 @@ Hashing on the device uses its Python (configurable: a target's ``python: /path/
 from __future__ import annotations
 
 import json
+import math
 import re
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
 
 from edgeopt.artifacts.files import sha256_file
-from edgeopt.errors import AgentError, AgentFailed, RemoteError
+from edgeopt.errors import AgentError, AgentFailed, DeviceOutputError, RemoteError
 from edgeopt.remote.transport import ProgressCallback, Transport
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -42,11 +44,37 @@ REMOTE_SHA256_CODE = (
 )
 
 
+# Makes the cache directories private, in one round trip (POSIX sh: dash, bash, busybox ash). argv: the part file
+# to create 0600 ("" for none), then the directories from the cache root down. Each is created 0700 (the root with
+# its parents, umask 077), and refused when it is a symbolic link, not a directory, or owned by another user;
+# an existing one of ours is tightened to 0700. Exit 3 with the reason on stdout.
+PREPARE_SCRIPT = """umask 077
+part=$1; shift
+first=1
+for d do
+  if [ ! -e "$d" ] && [ ! -L "$d" ]; then
+    if [ $first = 1 ]; then mkdir -p "$d" 2>/dev/null; else mkdir "$d" 2>/dev/null; fi
+  fi
+  first=0
+  if [ -L "$d" ]; then echo "$d is a symbolic link"; exit 3; fi
+  if [ ! -d "$d" ]; then echo "$d is not a directory (or cannot be created)"; exit 3; fi
+  if [ ! -O "$d" ]; then echo "$d belongs to another user"; exit 3; fi
+  chmod 700 "$d" 2>/dev/null || { echo "cannot make $d private (chmod 700)"; exit 3; }
+done
+if [ -n "$part" ]; then
+  if [ -L "$part" ]; then echo "$part is a symbolic link"; exit 3; fi
+  { : >> "$part" && chmod 600 "$part"; } 2>/dev/null || { echo "cannot create $part"; exit 3; }
+fi
+"""
+
+
 class DeviceSession:
     """Helpers for one device reached through ``transport``.
 
     ``python``: the device's Python interpreter (argv[0]), used for hashing. ``cache_dir``: remote cache root
     (absolute), default ``<home>/.cache/edgeopt``. ``bytes_sent`` counts payload bytes uploaded by this session.
+    ``upload_id`` names this session's partial uploads (``.<file>.<upload_id>.part``): two sessions never share
+    one; pass a previous session's ``upload_id`` to resume its partial upload (after a dropped connection).
     """
 
     def __init__(
@@ -56,7 +84,12 @@ class DeviceSession:
         python: str = "python3",
         cache_dir: str | None = None,
         hash_timeout: float = 600.0,
+        upload_id: str | None = None,
     ) -> None:
+        if upload_id is not None and not re.fullmatch(r"[0-9A-Za-z_-]{1,64}", upload_id):
+            raise ValueError(f"upload_id must be 1-64 letters, digits, _ or -: {upload_id!r}")
+        self.upload_id = upload_id or secrets.token_hex(8)
+        self._private: set[str] = set()  # directories made private (and checked) by this session
         self.transport = transport
         self.python = python
         self.hash_timeout = hash_timeout
@@ -74,6 +107,36 @@ class DeviceSession:
 
     def blob_path(self, sha256: str, filename: str) -> str:
         return f"{self.cache_dir}/blobs/{sha256}/{filename}"
+
+    def part_path(self, directory: str, filename: str) -> str:
+        """Where this session uploads ``filename`` before it is verified and renamed into ``directory``."""
+        return f"{directory}/.{filename}.{self.upload_id}.part"
+
+    def prepare(self, directory: str, part: str | None = None) -> None:
+        """Create ``directory`` (under the cache root) and the directories above it up to the root as private
+        (0700) directories of the login user, refusing a symbolic link or another user's directory; with
+        ``part``, also create that file 0600 (an upload then keeps the mode)."""
+        root = self.cache_dir
+        if not (directory == root or directory.startswith(root + "/")):
+            raise ValueError(f"{directory} is not under the cache {root}")
+        chain = [root]
+        for name in directory[len(root):].strip("/").split("/"):
+            if name:
+                chain.append(f"{chain[-1]}/{name}")
+        if root.rstrip("/") in ("", self.transport.home().rstrip("/")):
+            chain = chain[1:]  # a workdir of "/" or the home directory itself is never chmod-ed
+        todo = [d for d in chain if d not in self._private]
+        if not chain or (not todo and part is None):
+            return
+        result = self.transport.run(["sh", "-c", PREPARE_SCRIPT, "sh", part or "", *(todo or chain[-1:])],
+                                    timeout=self.hash_timeout)
+        if result.exit_code != 0:
+            why = result.text.strip().splitlines()[-1] if result.text.strip() else result.last_error_line()
+            raise RemoteError(
+                f"unsafe or unusable cache on {self.transport.description}: {why or f'exit {result.exit_code}'}",
+                "remove it, or set the target's workdir: to a directory of your own",
+            )
+        self._private.update(chain)
 
     # -- hashing on the device -------------------------------------------------------------------------------
     @property
@@ -136,13 +199,15 @@ class DeviceSession:
         total = local.stat().st_size
         directory = f"{self.cache_dir}/blobs/{actual}"
         final = f"{directory}/{local.name}"
-        part = f"{directory}/.{local.name}.part"
+        part = self.part_path(directory, local.name)
 
+        self.prepare(directory)  # private, ours, no symlinks: before anything in it is trusted
         if self.transport.size(final) == total and self.remote_sha256(final) == actual:
             return final
 
-        self.transport.mkdir(directory)
         partial = self.transport.size(part)
+        if partial is None:
+            self.prepare(directory, part)  # created 0600; the upload keeps the mode
         offset = partial if partial is not None and 0 < partial <= total else 0
         self._send(local, part, progress, offset)
         got = self.remote_sha256(part)
@@ -174,7 +239,13 @@ class DeviceSession:
         where = self.transport.description
         name = Path(str(argv[0])).name
         result = self.transport.run(argv, timeout=timeout, stdin=stdin)
-        doc = _parse_json(result.text)
+        try:
+            doc = _parse_json(result.text)
+        except NonFinite as exc:
+            raise DeviceOutputError(
+                f"{name} on {where} printed a non-finite number ({exc}) in its JSON",
+                "JSON has no NaN/Infinity: the agent writes null; is the agent on the device edgeopt's?",
+                status=result.exit_code, stderr=result.error_text[-2000:]) from None
         tail = result.last_error_line()
         if result.exit_code == 0:
             if doc is _NO_JSON:
@@ -228,17 +299,42 @@ class DeviceSession:
 _NO_JSON = object()
 
 
+class NonFinite(ValueError):
+    """NaN, Infinity or a number too large for a float in a device's JSON: refused, never parsed."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFinite(text[:40])
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity/-Infinity and numbers that overflow to infinity
+    (:class:`NonFinite`)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _parse_json(text: str) -> Any:
     text = text.strip()
     if not text:
         return _NO_JSON
     try:
-        return json.loads(text)
+        return loads_strict(text)
+    except NonFinite:
+        raise
     except ValueError:
         pass
     last = text.splitlines()[-1].strip()  # tolerate log lines printed before the document
     try:
-        return json.loads(last)
+        return loads_strict(last)
+    except NonFinite:
+        raise
     except ValueError:
         return _NO_JSON
 

@@ -40,9 +40,12 @@ from edgeopt.remote.ssh_config import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, C
 from edgeopt.remote.ssh_connect import describe_connect_error, open_client
 from edgeopt.remote.transport import (
     CHUNK,
+    TERM_GRACE,
     ClosingTransport,
+    MarkedCapture,
     ProgressCallback,
     Result,
+    check_cancel,
     copy_chunks,
     quote_argv,
     upload_size,
@@ -92,9 +95,9 @@ class SSHTransport(ClosingTransport):
     def run(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None) -> Result:
         """Run ``argv`` on the device. The remote login shell sees ``echo <mark>$$; <argv quoted>; exit $?``:
         the first stdout line (stripped from the result) is the shell's PID, which sshd made a session and
-        process-group leader (setsid); on timeout or interruption the whole group is SIGKILLed over a second
-        channel, then the channel is closed. The shell stays (no ``exec``) so a command killed by signal N exits
-        with status 128+N, as in a local shell."""
+        process-group leader (setsid); on timeout, cancel, too much output or interruption the whole group is
+        killed over a second channel (:meth:`_kill_group`), then the channel is closed. The shell stays (no
+        ``exec``) so a command killed by signal N exits with status 128+N, as in a local shell."""
         command = f"echo {_PID_MARK}$$; {quote_argv(argv)}; exit $?"
         limit = self.conn.command_timeout if timeout is None else float(timeout)
         t = self._transport()
@@ -113,41 +116,27 @@ class SSHTransport(ClosingTransport):
                 self._kill_group(state["pid"])
             chan.close()
 
-    def _run_on(
-        self,
-        chan: paramiko.Channel,
-        command: str,
-        name: str,
-        limit: float,
-        stdin: bytes | None,
-        state: dict[str, int | None],
-    ) -> Result:
+    def _run_on(self, chan: paramiko.Channel, command: str, name: str, limit: float, stdin: bytes | None,
+                state: dict[str, int | None]) -> Result:
         deadline = time.monotonic() + limit
-        out, err = bytearray(), bytearray()
-        header_done = False
+        capture = MarkedCapture(_PID_MARK.encode(), name, self.description)
 
-        def take_header() -> None:
-            nonlocal header_done, out
-            if header_done or b"\n" not in out:
-                return
-            first, _, rest = bytes(out).partition(b"\n")
-            if first.startswith(_PID_MARK.encode()) and first[len(_PID_MARK) :].isdigit():
-                state["pid"] = int(first[len(_PID_MARK) :])
-                out = bytearray(rest)
-            header_done = True
+        def take_out(data: bytes) -> None:
+            capture.take(data)
+            state["pid"] = capture.pid
 
         try:
-            chan.exec_command(command)
+            self._exec(chan, command, name)
             pending = memoryview(stdin or b"")
             if not pending:
                 chan.shutdown_write()
             fd = chan.fileno()
             while True:
                 while chan.recv_ready():
-                    out += chan.recv(CHUNK)
+                    take_out(chan.recv(CHUNK))
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(CHUNK)
-                take_header()
+                    capture.add_err(chan.recv_stderr(CHUNK))
+                check_cancel(self.cancel, name, self.description)
                 if pending and chan.send_ready():
                     sent = chan.send(pending[:CHUNK])
                     pending = pending[sent:]
@@ -166,32 +155,54 @@ class SSHTransport(ClosingTransport):
                         f"command {name!r} on {self.description} timed out after {limit:g} s (killed)",
                         "raise the command timeout or check why it hangs on the device",
                     )
-                select.select([fd], [], [], min(remaining, 0.02 if pending else 0.2))
-        except RemoteError:
-            raise
+                select.select([fd], [], [], min(remaining, 0.02 if pending else 0.1))
         except (SSHException, EOFError, OSError) as exc:
             raise self._lost(f"running {name!r}", exc) from exc
         # Data may still be buffered after the close; drain it.
         while chan.recv_ready():
-            out += chan.recv(CHUNK)
+            take_out(chan.recv(CHUNK))
         while chan.recv_stderr_ready():
-            err += chan.recv_stderr(CHUNK)
-        take_header()
+            capture.add_err(chan.recv_stderr(CHUNK))
+        capture.finish()
         if not chan.exit_status_ready():
             raise self._lost(f"running {name!r}", EOFError("no exit status"))
-        return Result(chan.recv_exit_status(), bytes(out), bytes(err))
+        return capture.result(chan.recv_exit_status())
+
+    def _exec(self, chan: paramiko.Channel, command: str, name: str) -> None:
+        """``chan.exec_command`` bounded in time: paramiko waits for the server's reply forever, so a watchdog
+        closes the channel (which wakes it up) after ``connect_timeout``."""
+        limit = max(5.0, self.conn.connect_timeout)
+        watchdog = threading.Timer(limit, chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            chan.exec_command(command)
+        except (SSHException, EOFError, OSError) as exc:
+            if not watchdog.is_alive():
+                raise RemoteError(f"{self.description} did not start {name!r} within {limit:g} s",
+                                  "check the device's load and sshd (MaxSessions)") from exc
+            raise
+        finally:
+            watchdog.cancel()
 
     def _kill_group(self, pid: int) -> None:
-        """SIGKILL the process group ``pid`` (best effort, over a fresh channel)."""
+        """Kill the process group ``pid`` over a fresh channel (best effort, at most a few seconds): SIGTERM
+        (the agent restores what it changed, e.g. the CPU governor), up to TERM_GRACE s for the group to go,
+        then SIGKILL."""
+        steps = int(TERM_GRACE * 10)
+        script = (f"kill -TERM -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; i=0; "
+                  f"while [ $i -lt {steps} ] && kill -0 -{pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; "
+                  f"kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true")
         try:
-            chan = self._transport().open_session(timeout=self.conn.connect_timeout)
+            chan = self._transport().open_session(timeout=min(5.0, self.conn.connect_timeout))
         except Exception:
             return
         try:
-            chan.settimeout(5)
-            chan.exec_command(f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true")
+            self._exec(chan, script, "kill")
             chan.shutdown_write()
-            chan.recv_exit_status()
+            deadline = time.monotonic() + TERM_GRACE + 3
+            while not chan.exit_status_ready() and time.monotonic() < deadline:
+                chan.status_event.wait(0.1)
         except Exception:
             pass
         finally:

@@ -12,16 +12,27 @@ from :meth:`Transport.home`), because ``~`` is not expanded anywhere.
 from __future__ import annotations
 
 import shlex
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Callable, Protocol, Sequence, TypeVar, runtime_checkable
+
+from edgeopt.errors import DeviceOutputError, Interrupted
 
 #: ``progress(done_bytes, total_bytes)``; called after each chunk of an upload (and once at the start).
 ProgressCallback = Callable[[int, int], None]
 
 #: Chunk size for uploads/downloads and local hashing.
 CHUNK = 256 * 1024
+
+#: A device's output is untrusted: at most this much stdout is read (beyond it the command is killed and
+#: :class:`~edgeopt.errors.DeviceOutputError` raised) …
+STDOUT_LIMIT = 16 * 1024 * 1024
+#: … and only the last this-many bytes of stderr are kept (it is only ever shown as a tail).
+STDERR_TAIL = 64 * 1024
+#: After SIGTERM, how long a killed command's process group gets to clean up (restore a governor) before SIGKILL.
+TERM_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,70 @@ class Result:
         return ""
 
 
+class OutputCapture:
+    """Collects a command's stdout (capped: :data:`STDOUT_LIMIT`) and the tail of its stderr
+    (:data:`STDERR_TAIL`). ``add_out`` raises :class:`DeviceOutputError` past the cap; the caller kills the
+    command."""
+
+    def __init__(self, name: str, where: str, stdout_limit: int = STDOUT_LIMIT,
+                 stderr_tail: int = STDERR_TAIL) -> None:
+        self.name, self.where = name, where
+        self.stdout_limit, self.stderr_tail = stdout_limit, stderr_tail
+        self.out = bytearray()
+        self.err = bytearray()
+
+    def add_out(self, data: bytes) -> None:
+        self.out += data
+        if len(self.out) > self.stdout_limit:
+            raise DeviceOutputError(
+                f"{self.name} on {self.where} printed more than {self.stdout_limit:,} bytes on stdout (killed)",
+                "the agent prints one JSON document; check what else writes to stdout on the device",
+                stderr=self.err[-2000:].decode("utf-8", "replace"))
+
+    def add_err(self, data: bytes) -> None:
+        self.err += data
+        if len(self.err) > 2 * self.stderr_tail:
+            del self.err[: len(self.err) - self.stderr_tail]
+
+    def result(self, exit_code: int) -> Result:
+        return Result(exit_code, bytes(self.out), bytes(self.err[-self.stderr_tail:]))
+
+
+class MarkedCapture(OutputCapture):
+    """An :class:`OutputCapture` whose stdout may start with the line ``<mark><pid>`` (the SSH run wrapper's
+    ``echo <mark>$$``): that line is taken out and ``pid`` set; anything else is output."""
+
+    def __init__(self, mark: bytes, name: str, where: str) -> None:
+        super().__init__(name, where)
+        self.mark, self.pid, self.header, self.done = mark, 0, bytearray(), False
+
+    def take(self, data: bytes) -> None:
+        if self.done:
+            self.add_out(data)
+            return
+        self.header += data
+        if b"\n" in self.header or len(self.header) > 64:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        first, newline, rest = bytes(self.header).partition(b"\n")
+        digits = first[len(self.mark):]
+        if newline and first.startswith(self.mark) and digits.isdigit():
+            self.pid = int(digits)
+            self.add_out(rest)
+        else:
+            self.add_out(bytes(self.header))
+
+
+def check_cancel(cancel: threading.Event | None, name: str, where: str) -> None:
+    """Raise :class:`Interrupted` when the run was cancelled (Ctrl-C); the caller kills the command."""
+    if cancel is not None and cancel.is_set():
+        raise Interrupted(f"command {name!r} on {where} interrupted (killed)", "the run was interrupted (Ctrl-C)")
+
+
 def quote_argv(argv: Sequence[str]) -> str:
     """Turn an argv list into one POSIX shell command line, each argument quoted with :func:`shlex.quote`."""
     if isinstance(argv, (str, bytes)):
@@ -82,10 +157,14 @@ class Transport(Protocol):
     description: str
     #: Bytes written to the device by :meth:`put` over the transport's lifetime.
     bytes_sent: int
+    #: Set (by the run) when the user interrupts: a running command is killed and raises ``Interrupted``.
+    cancel: threading.Event | None
 
     def run(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> Result:
         """Run ``argv`` (no shell interpretation of arguments); kill it and raise ``RemoteError``
-        ("... timed out after N s") if it runs longer than ``timeout`` seconds."""
+        ("... timed out after N s") if it runs longer than ``timeout`` seconds, ``DeviceOutputError`` if it
+        prints more than :data:`STDOUT_LIMIT` on stdout, ``Interrupted`` when ``cancel`` is set. Killing is
+        SIGTERM to its process group, :data:`TERM_GRACE` seconds, then SIGKILL."""
         ...
 
     def put(
@@ -164,10 +243,12 @@ class ClosingTransport:
     (``with SSHTransport(spec) as t: …`` closes it on the way out)."""
 
     bytes_sent: int = 0
+    cancel: threading.Event | None = None
 
     def count_sent(self, n: int) -> None:
-        """``on_sent`` for :func:`copy_chunks`."""
+        """``on_sent`` for :func:`copy_chunks`; an upload stops here when the run is interrupted."""
         self.bytes_sent += n
+        check_cancel(self.cancel, "upload", getattr(self, "description", "device"))
 
     def close(self) -> None:
         raise NotImplementedError

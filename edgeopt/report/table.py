@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from edgeopt.bench.document import is_emulated
 from edgeopt.results.reader import (
     accuracy,
     agent_valid,
+    document_problem,
     energy_per_inference,
     energy_sensor,
+    error,
+    figure,
     get,
     invalid_reasons,
     latency_p50,
+    mapping,
+    text,
 )
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -37,46 +43,58 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def result_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """The reported figures of one result document (``None`` where unknown)."""
-    agent = doc.get("agent") or {}
-    runtime = get(agent, "runtime", "name")
-    version = get(agent, "runtime", "version")
-    error = doc.get("error")
-    inputs_source = get(agent, "inputs", "source")
-    if error:
-        status = f"FAILED ({error.get('kind', 'error')}): {error.get('message', '')}"
+    """The reported figures of one result document (``None`` where unknown). A stored document is untrusted:
+    every figure is read type-safely, and one with a field of the wrong type is shown as invalid."""
+    runtime = text(doc, "agent", "runtime", "name")
+    version = text(doc, "agent", "runtime", "version")
+    failure = error(doc)
+    problem = document_problem(doc)
+    inputs_source = text(doc, "agent", "inputs", "source")
+    if failure:
+        status = f"FAILED ({failure['kind']}): {failure['message']}"
+    elif problem:
+        status = f"INVALID DOCUMENT: {problem}"
     elif not agent_valid(doc):  # measured, but under disturbed conditions (throttling, load, clocks)
         status = "disturbed: " + "; ".join(invalid_reasons(doc) or ["conditions not met"])
     elif inputs_source == "random":
         status = "ok (random inputs)"
     else:
         status = "ok"
-    artifact = doc.get("artifact") or {}
+    emulated = is_emulated(doc) if not problem else False
+    if emulated and not failure:  # qemu-user: its latency must never be read as the device's
+        status = status.replace("ok", "emulated", 1) + (" — latency is not hardware latency"
+                                                         if status.startswith("ok") else " (emulated)")
     return {
-        "result_id": doc.get("result_id"),
-        "run_id": doc.get("run_id"),
-        "target": doc.get("target"),
-        "profile": doc.get("profile") or artifact.get("file"),
-        "format": doc.get("format"),
+        "result_id": text(doc, "result_id"),
+        "run_id": text(doc, "run_id"),
+        "target": text(doc, "target"),
+        "profile": text(doc, "profile") or text(doc, "artifact", "file"),
+        "format": text(doc, "format"),
         "runtime": f"{runtime} {version}" if runtime and version else runtime,
-        "bytes": artifact.get("bytes"),
+        "bytes": _count(get(doc, "artifact", "bytes")),
         "p50_ms": latency_p50(doc),
-        "p90_ms": get(agent, "latency_ms", "p90"),
-        "init_ms": get(agent, "latency_ms", "init"),
-        "peak_rss_kib": get(agent, "memory", "peak_rss_kib"),
-        "top1_agreement": get(agent, "parity", "top1_agreement"),
+        "p90_ms": figure(doc, "agent", "latency_ms", "p90"),
+        "init_ms": figure(doc, "agent", "latency_ms", "init"),
+        "peak_rss_kib": figure(doc, "agent", "memory", "peak_rss_kib"),
+        "top1_agreement": figure(doc, "agent", "parity", "top1_agreement"),
         "accuracy": accuracy(doc),
         "device_accuracy": accuracy(doc, "device"),
         "inputs": inputs_source,
-        "threads": get(agent, "runtime", "threads"),
-        "bytes_sent": get(doc, "transfer", "total"),
+        "threads": _count(get(doc, "agent", "runtime", "threads")),
+        "bytes_sent": _count(get(doc, "transfer", "total")),
         "energy_per_inference_j": energy_per_inference(doc),
         "energy_sensor": energy_sensor(doc),
-        "conditions_valid": agent.get("valid"),
-        "valid": bool(doc.get("valid")),
-        "error": error,
+        "conditions_valid": mapping(doc, "agent").get("valid") if not problem else None,
+        "emulated": emulated,
+        "valid": doc.get("valid") is True and not problem,
+        "error": failure,
+        "problem": problem,
         "status": status,
     }
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def rows_json(docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,24 +120,28 @@ def _fmt(key: str, value: Any) -> str:
 def render_table(docs: Iterable[dict[str, Any]], console: Any, title: str = "edgeopt bench") -> None:
     """Print the results as a rich table on ``console``."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for key, header, justify in COLUMNS:
         table.add_column(header, justify=justify,  # type: ignore[arg-type]
                          overflow="fold", no_wrap=key not in ("status", "profile", "runtime"))
     for row in rows_json(docs):
         style = None if row["valid"] else "red"
-        table.add_row(*(_fmt(key, row[key]) for key, _, _ in COLUMNS), style=style)
+        # device strings are text, never Rich markup: a "[/x]" from a device prints as it is
+        table.add_row(*(Text(_fmt(key, row[key])) for key, _, _ in COLUMNS), style=style)
     console.print(table)
 
 
 def render_runs(runs: Iterable[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="edgeopt runs", title_justify="left")
     for header in ("run", "created", "status", "targets", "results", "valid"):
         table.add_column(header)
     for r in runs:
-        table.add_row(r["run_id"], r["created_at"], r["status"], ", ".join(r["targets"]), str(r["results"]),
-                      str(r["valid"]))
+        table.add_row(*(Text(str(cell)) for cell in (r["run_id"], r["created_at"], r["status"],
+                                                     ", ".join(str(t) for t in r["targets"]), r["results"],
+                                                     r["valid"])))
     console.print(table)
