@@ -133,22 +133,31 @@ def cooldown(root: str, below_c: float, timeout_s: float, poll_s: float = 0.5) -
 
 # --- watching the loop -------------------------------------------------------------------------------------------
 
+def clock_ticks_per_second() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError, AttributeError):
+        return 100
+
+
 def cpu_ticks() -> Optional[Tuple[int, int]]:
-    """(busy ticks of the whole machine, ticks of this process incl. waited-for children) from /proc."""
+    """(busy ticks of the whole machine from /proc/stat, ticks of this process incl. waited-for children).
+
+    The process's own time comes from ``os.times()`` (the times() system call), not /proc/self/stat: under
+    qemu-user (an emulated device) /proc/self/stat shows 0 for the emulated process, which made the agent count its
+    own work as other load."""
     try:
         with open("/proc/stat") as fh:
             fields = fh.readline().split()
-        with open("/proc/self/stat") as fh:
-            own = fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    except OSError:
         return None
     try:
         user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
         steal = int(fields[8]) if len(fields) > 8 else 0
-        # after the ")" : state(3) ... utime(14) stime(15) cutime(16) cstime(17); own[0] is field 3
-        mine = sum(int(v) for v in own[11:15])
     except (ValueError, IndexError):
         return None
+    own = os.times()
+    mine = int(round((own.user + own.system + own.children_user + own.children_system) * clock_ticks_per_second()))
     return user + nice + system + irq + softirq + steal, mine
 
 
@@ -168,10 +177,7 @@ class OtherLoad:
         t1, ticks1 = time.monotonic(), cpu_ticks()
         if self.ticks0 is None or ticks1 is None or t1 - self.t0 <= max(min_window_s, 0.0) or t1 <= self.t0:
             return None
-        try:
-            hz = os.sysconf("SC_CLK_TCK")
-        except (ValueError, OSError, AttributeError):
-            hz = 100
+        hz = clock_ticks_per_second()
         other = (ticks1[0] - self.ticks0[0]) - (ticks1[1] - self.ticks0[1])
         return round(max(0.0, other / hz / (t1 - self.t0)), 3)
 

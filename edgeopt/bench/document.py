@@ -10,12 +10,12 @@ from typing import Any
 from edgeopt import __version__
 from edgeopt.bench.options import BenchOptions, DevicePlan, Job
 from edgeopt.errors import EdgeoptError
+from edgeopt.results.reader import EMULATED  # the device is emulated (edgeopt emulate): latency is not hardware's
 
 RESULT_SCHEMA = 1
 
 # flags of a result document ("flags": [...])
 RANDOM_INPUTS = "random-inputs"  # a ready model file: random inputs, no reference
-EMULATED = "emulated"  # the device is emulated (edgeopt emulate: qemu-user): its latency is not hardware latency
 
 
 def utc_now() -> str:
@@ -111,14 +111,3 @@ def device_flags(agent: dict[str, Any]) -> list[str]:
 
 def add_flags(doc: dict[str, Any], flags: list[str]) -> None:
     doc["flags"] = list(doc.get("flags") or []) + [f for f in flags if f not in (doc.get("flags") or [])]
-
-
-def is_emulated(doc: dict[str, Any] | None) -> bool:
-    """The result was measured on an emulated device: its latency says nothing about hardware. The flag, or
-    the agent's device facts (for a document stored without the flag)."""
-    if not isinstance(doc, dict):
-        return False
-    if EMULATED in (doc.get("flags") or []):
-        return True
-    agent = doc.get("agent")
-    return bool(device_flags(agent)) if isinstance(agent, dict) else False

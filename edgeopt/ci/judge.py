@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgeopt.bench.document import is_emulated
 from edgeopt.ci.gate import (
     IMPROVED,
     PASS,
@@ -26,6 +25,7 @@ from edgeopt.results.reader import (
     energy_per_inference,
     get,
     invalid_reasons,
+    is_emulated,
     number,
     samples,
     usable,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from edgeopt.bench.document import is_emulated
 from edgeopt.results.reader import (
     accuracy,
     agent_valid,
@@ -19,6 +18,7 @@ from edgeopt.results.reader import (
     figure,
     get,
     invalid_reasons,
+    is_emulated,
     latency_p50,
     mapping,
     text,

@@ -165,3 +165,17 @@ def energy_per_inference(doc: dict[str, Any] | None) -> float | None:
 
 def energy_sensor(doc: dict[str, Any] | None) -> str | None:
     return text(doc, "agent", "energy", "sensor") or None
+
+
+EMULATED = "emulated"  # the result-document flag (edgeopt.bench.document sets it)
+
+
+def is_emulated(doc: dict[str, Any] | None) -> bool:
+    """The result was measured on an emulated device: its latency says nothing about hardware. The flag, or
+    the agent's device facts (for a document stored without the flag)."""
+    if not isinstance(doc, dict):
+        return False
+    flags = doc.get("flags")
+    if isinstance(flags, list) and EMULATED in flags:
+        return True
+    return get(doc, "agent", "device", "emulated") is True
