@@ -544,3 +544,28 @@ def main(mode: str, spec: str, path: str, *args: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+
+
+def test_results_measured_under_a_lost_lock_become_infrastructure_errors(tmp_path):
+    """edgeopt ci's device worker: once another job took the device over, the results measured since cannot be
+    trusted (the two jobs may have run at once): they are re-stored as infrastructure errors."""
+    from edgeopt.bench import BenchOptions, SilentProgress
+    from edgeopt.bench.worker import RunContext
+    from edgeopt.ci.run import void_if_lock_lost
+
+    stored: list[dict] = []
+    ctx = RunContext(BenchOptions(), "run-1", tmp_path / "agent.pyz", "0" * 64, stored.append, SilentProgress())
+    path = tmp_path / "lock"
+    old = _lock(LocalTransport(), path, stale_after_s=1.0, heartbeat=False).acquire()
+    info: dict = {"lock": {"path": str(path)}}
+    docs = [{"result_id": "r-1", "valid": True, "error": None}, {"result_id": "r-2", "valid": False,
+                                                                  "error": {"kind": "agent", "message": "x"}}]
+    assert void_if_lock_lost(old, ctx, docs, info) is False and docs[0]["valid"] and stored == []
+    time.sleep(1.3)
+    new = _lock(LocalTransport(), path, stale_after_s=1.0).acquire()  # another job takes the device over
+    assert void_if_lock_lost(old, ctx, docs, info) is True
+    assert docs[0]["valid"] is False and docs[0]["error"]["kind"] == "infrastructure"
+    assert "lost the device lock" in docs[0]["error"]["message"] and docs[0]["error"]["stage"] == "lock"
+    assert docs[1]["error"]["kind"] == "agent"  # already failed: left as it was
+    assert [d["result_id"] for d in stored] == ["r-1"] and info["lock"]["lost"]
+    new.release()

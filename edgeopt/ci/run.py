@@ -29,7 +29,7 @@ from edgeopt.ci.progress import CIProgress
 from edgeopt.config.lab import Lab, load_lab
 from edgeopt.errors import EdgeoptError, Interrupted
 from edgeopt.remote.lock import DeviceLock
-from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, samples, usable
+from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, is_emulated, samples, usable
 from edgeopt.results.store import open_store
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
                                                       f"{type(exc).__name__}: {exc}", stage="lock"),
                                     description), info
         docs = run_device(plan, ctx)
+        if void_if_lock_lost(lock, ctx, docs, info):
+            return docs, info
         for attempt in range(2, retries + 2):
             bad = [i for i, d in enumerate(docs) if d.get("valid") and not agent_valid(d)]
             if not bad:
@@ -111,23 +113,29 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
             progress.note(f"{name}: {len(bad)} invalid measurement(s), attempt {attempt}: "
                               + "; ".join(invalid_reasons(docs[bad[0]]))[:200])
             rerun(plan, ctx, docs, bad, f"a{attempt}")
+            if void_if_lock_lost(lock, ctx, docs, info):
+                return docs, info
         gate = latency_gate(lab.gates)
         confirm = lab.gates.latency.confirm if lab.gates.latency is not None else 0
         for round_ in range(1, confirm + 1):
             if gate is None or not baseline:
                 break
-            slow = [i for i, d in enumerate(docs) if usable(d) and cell_key(d) in baseline and compare_latency(
+            slow = [i for i, d in enumerate(docs) if usable(d) and not is_emulated(d) and cell_key(d) in baseline
+                    and compare_latency(
                 samples(baseline[cell_key(d)]), samples(d), gate).status == REGRESSION]
             if not slow:
                 break
             info.setdefault("confirmations", []).append([cell_key(docs[i]) for i in slow])
             progress.note(f"{name}: {len(slow)} latency regression(s), measuring again to confirm")
             rerun(plan, ctx, docs, slow, f"c{round_}")
+            if void_if_lock_lost(lock, ctx, docs, info):
+                return docs, info
         return docs, info
     finally:
         if lock is not None:
             try:
-                lock.release()
+                if not lock.release() and info.get("lock"):
+                    info["lock"]["lost"] = lock.lost_reason or "no longer ours at release"
             except EdgeoptError as exc:
                 log.warning("releasing the lock on %s failed: %s", name, exc.one_line())
             if info.get("lock"):
@@ -137,6 +145,24 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
                 lock_transport.close()
             except Exception:
                 log.debug("closing the lock connection to %s failed", name, exc_info=True)
+
+
+def void_if_lock_lost(lock: DeviceLock | None, ctx: RunContext, docs: list[dict[str, Any]],
+                      info: dict[str, Any]) -> bool:
+    """When the device lock was lost while measuring (taken over, heartbeat failing), another job may have run on
+    the device at the same time: the results measured under it cannot be trusted. They become infrastructure
+    errors (re-stored) and the device stops here."""
+    if lock is None or not lock.lost:
+        return False
+    error = error_doc("infrastructure", f"lost the device lock while measuring: {lock.lost_reason}", stage="lock")
+    for doc in docs:
+        if doc.get("valid"):
+            doc["valid"] = False
+            doc["error"] = error
+            ctx.on_result(doc)
+    if info.get("lock") is not None:
+        info["lock"]["lost"] = lock.lost_reason
+    return True
 
 
 def retry_store(on_result: Any, suffix: str) -> Any:
