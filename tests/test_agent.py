@@ -298,3 +298,25 @@ def test_agent_and_model_are_each_read_exactly_once(tmp_path: Path):
         doc = json.loads(proc.stdout)
         assert doc["latency_ms"]["count"] == 3 and doc["model"]["bytes"] == len(model_bytes)
         assert all(not t.is_alive() for t in feeders)
+
+
+@pytest.mark.slow
+def test_reference_is_read_exactly_once_and_its_hash_is_of_those_bytes(tmp_path: Path):
+    """reference.npz as a named pipe readable once: the agent hashes and loads the same bytes (a second read of the
+    path would hang), and reports the hash of what it used."""
+    from agent_models import ensure_agent_models
+
+    models = ensure_agent_models()
+    pyz = build_zipapp(tmp_path / "edgeopt-agent.pyz")
+    ref_bytes = models.fp32_reference.read_bytes()
+    ref = tmp_path / "reference.npz"
+    feeder = _fifo_feeding(ref, ref_bytes)
+    model_sha = hashlib.sha256(models.fp32_tflite.read_bytes()).hexdigest()
+    proc = subprocess.run(_launch(pyz, hashlib.sha256(pyz.read_bytes()).hexdigest(), "run", "--model",
+                                  str(models.fp32_tflite), "--sha256", model_sha, "--reference", str(ref),
+                                  "--runs", "3", "--warmup", "1"),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["inputs"]["source"] == "reference" and doc["inputs"]["sha256"] == hashlib.sha256(ref_bytes).hexdigest()
+    assert doc["parity"]["artifact"] is not None and not feeder.is_alive()

@@ -6,7 +6,9 @@ tensor as ``q = clip(round(x / scale) + zero_point, dtype min, dtype max)``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+import hashlib
+import io
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -17,9 +19,14 @@ RANDOM_SEED = 0
 RANDOM_POOL = 1  # one random input set, fed once: nothing but invoke() happens between timed calls
 
 
-def load_reference(path: str) -> Dict[str, Any]:
+def load_reference(path: str) -> Tuple[Dict[str, Any], str]:
+    """The reference arrays and the sha256 of exactly the bytes they were read from (the file is read once:
+    what is hashed is what is used)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh:
+            content = fh.read()
+        digest = hashlib.sha256(content).hexdigest()
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise AgentFailure("reference_not_found", "reference file %s does not exist" % path,
@@ -33,7 +40,7 @@ def load_reference(path: str) -> Dict[str, Any]:
                            "reference.npz holds x, y_float, y_tflite/y_onnx (docs/artifacts.md)")
     if data["x"].ndim < 1 or data["x"].shape[0] < 1:
         raise AgentFailure("bad_reference", "reference 'x' in %s holds no samples" % path, None)
-    return data
+    return data, digest
 
 
 def fit_shape(sample: Any, info: TensorInfo, what: str) -> Any:

@@ -47,6 +47,7 @@ class RunOptions:
         self.max_other_load = max_other_load
         #: the model file's bytes, read once and hashed by ``verify_model``: the runtime loads these, never the path
         self.model_content: Optional[bytes] = None
+        self.reference_sha256: Optional[str] = None  # of the bytes the reference was loaded from (read once)
 
     def check(self) -> None:
         if not _HEX64.match(self.sha256 or ""):
@@ -77,14 +78,6 @@ class RunOptions:
             raise usage_error("--cooldown-timeout must be >= 0, got %s" % self.cooldown_timeout)
         if not os.path.isdir(self.sysfs_root):
             raise usage_error("--sysfs-root %s is not a directory" % self.sysfs_root)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detect_format(path: str, head: Optional[bytes] = None) -> str:
@@ -159,7 +152,9 @@ def run(opts: RunOptions) -> Dict[str, object]:
     model_block, opts.model_content = verify_model(opts.model, opts.sha256)
     fmt = opts.format or detect_format(opts.model, opts.model_content[:8])
     model_block["format"] = fmt
-    reference = inputs.load_reference(opts.reference) if opts.reference else None
+    reference = None
+    if opts.reference:
+        reference, opts.reference_sha256 = inputs.load_reference(opts.reference)
 
     runtime: LoadedRuntime = select(fmt, opts.runtime)  # imports it: before the memory baseline
     root = opts.sysfs_root
@@ -240,7 +235,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
         assert opts.reference is not None  # ``reference`` was loaded from it
         pool = inputs.reference_inputs(reference, model.inputs)
         inputs_block: Dict[str, object] = {"source": "reference", "file": os.path.abspath(opts.reference),
-                                           "sha256": sha256_file(opts.reference), "samples": len(pool)}
+                                           "sha256": opts.reference_sha256, "samples": len(pool)}
     else:
         pool = inputs.random_inputs(model.inputs)
         inputs_block = {"source": "random", "seed": inputs.RANDOM_SEED, "samples": len(pool),
