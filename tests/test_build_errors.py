@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,141 @@ def test_disk_full_leaves_the_previous_artifacts_intact(capsys, tmp_path: Path, 
         assert [p.name for p in (small / "local").iterdir()] == ["dynamic"]  # no staging leftovers
     finally:
         _umount(small)
+
+
+# -- issue 12: bad input never crashes or lies ------------------------------------------------------------------
+EDGEOPT = str(Path(sys.executable).with_name("edgeopt"))
+
+
+def _edgeopt(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EDGEOPT, *argv], capture_output=True, text=True, cwd=cwd, timeout=900,
+                          env={**os.environ, **(env or {})})
+
+
+def _calibration(tmp_path: Path, name: str, value: float) -> Path:
+    from edgeopt.inputs.data import example_split
+
+    x = example_split("calibration").x.copy()
+    x[3, 14, 14, 0] = value
+    np.savez(tmp_path / name, x=x)
+    return tmp_path / name
+
+
+def test_non_finite_calibration_is_refused_not_a_crash(tmp_path: Path, example_model: Path) -> None:
+    """Inf in calibration data made the TFLite calibrator segfault (exit 139, a .staging dir left behind); NaN
+    calibrated int8 silently."""
+    out = tmp_path / "out"
+    for name, value, kind in (("inf.npz", np.inf, "Inf: 1"), ("nan.npz", np.nan, "NaN: 1")):
+        proc = _edgeopt("build", "-p", "int8", "--data", str(_calibration(tmp_path, name, value)), "--out", str(out),
+                        cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+        assert line.startswith(f"edgeopt: error: {tmp_path / name}: x holds 1 non-finite value") and kind in line
+        assert "in 1 of 200 samples" in line and "--drop-non-finite" in line
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_drop_non_finite_builds_and_records_the_count(capsys, tmp_path: Path) -> None:
+    from edgeopt.inputs.data import example_split
+
+    x = example_split("calibration").x.copy()
+    x[[2, 9], 0, 0, 0] = [np.nan, np.inf]
+    x[9, 1, 1, 0] = -np.inf
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "out"
+    code = main(["build", "-p", "int8", "--data", str(tmp_path / "calib.npz"), "--drop-non-finite", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "local" / "int8" / "manifest.json").read_text())
+    cal = manifest["data"]["calibration"]
+    assert cal["samples"] == 198 and cal["dropped_non_finite"] == {"samples": 2, "values": 3}
+    assert manifest["data"]["calibration_samples_used"] == 198
+    assert "dropped_non_finite" not in (manifest["data"]["eval"] or {})  # only where the flag applied: all data
+    assert sorted(p.name for p in (out / "local").iterdir()) == ["int8"]
+
+
+def test_eval_labels_outside_the_model_classes_are_refused(capsys, tmp_path: Path, example_build) -> None:
+    """Labels 42 or -1 for a 10-class model gave "accuracy 0.0000" as a normal result."""
+    from edgeopt.inputs.data import example_split
+
+    ev = example_split("eval").head(100)
+    root = example_build["out"]
+    before = {p: p.read_bytes() for p in (root / "local" / "fp32").iterdir()}
+    for label, shown in ((42, "e.g. 42"), (-1, "e.g. -1")):
+        np.savez(tmp_path / "eval.npz", x=ev.x, y=np.full(100, label))
+        code, line = run_cli(capsys, "build", "-p", "fp32", "--eval", str(tmp_path / "eval.npz"), "--out", str(root))
+        assert code == 2 and f"eval data {tmp_path / 'eval.npz'}: 100 of 100 labels are outside 0..9" in line
+        assert shown in line and "10 output classes" in line
+        _one_line(line)
+    assert {p: p.read_bytes() for p in (root / "local" / "fp32").iterdir()} == before
+
+
+def test_an_empty_profile_list_is_an_error(capsys, tmp_path: Path) -> None:
+    """``-p ,`` built the target's default profiles without a word."""
+    for value in (",", "", " , "):
+        code, line = run_cli(capsys, "build", "-p", value, "--out", str(tmp_path / "out"))
+        assert code == 2 and "--profile: empty profile list" in line and "edgeopt profiles" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_former_tracebacks_are_one_line(capsys, tmp_path: Path, example_build, monkeypatch) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    out = str(tmp_path / "out")
+    # a module:function data source that raises
+    (tmp_path / "userdata.py").write_text("def calib():\n    raise KeyError('the user bug')\n")
+    monkeypatch.chdir(tmp_path)
+    code, line = run_cli(capsys, "build", "-p", "int8", "--data", "userdata:calib", "--out", out)
+    assert code == 2 and "userdata:calib: the data function raised KeyError: 'the user bug'" in line
+    # an ONNX model with a custom op domain
+    graph = helper.make_graph([helper.make_node("Fancy", ["x"], ["y"], domain="com.acme")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.acme", 1)])
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    code, line = run_cli(capsys, "build", str(tmp_path / "custom.onnx"), "-p", "fp32", "--out", out)
+    assert code == 2 and f"{tmp_path / 'custom.onnx'}: uses custom operators (domain 'com.acme': Fancy)" in line
+    # a non-UTF-8 target / profile YAML: the file is named
+    (tmp_path / "mine.yaml").write_bytes(b"arch: native\nformats: [tflite]\nruntimes: [litert]\ndescription: \xff\n")
+    code, line = run_cli(capsys, "build", "-t", str(tmp_path / "mine.yaml"), "--out", out)
+    assert code == 2 and f"{tmp_path / 'mine.yaml'} line 4: not UTF-8 text" in line
+    (tmp_path / "prof.yaml").write_bytes(b"description: \xc3\x28\n")
+    code, line = run_cli(capsys, "build", "-p", str(tmp_path / "prof.yaml"), "--out", out)
+    assert code == 2 and f"{tmp_path / 'prof.yaml'} line 1: not UTF-8 text" in line
+    _one_line(line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_misleading_messages_now_say_what_is_wrong(capsys, tmp_path: Path, example_build) -> None:
+    out = str(tmp_path / "out")
+    # a corrupt .npz: not a valid .npz (named), never "allow_pickle"
+    (tmp_path / "calib.npz").write_bytes(b"not a zip archive at all" * 20)
+    code, line = run_cli(capsys, "build", "-p", "int8", "--data", str(tmp_path / "calib.npz"), "--out", out)
+    assert code == 2 and f"{tmp_path / 'calib.npz'}: not a valid .npz file" in line and "pickle" not in line
+    # a .tflite given to build: build takes Keras/SavedModel/ONNX, bench takes ready files
+    tfl = tmp_path / "model.tflite"
+    tfl.write_bytes((example_build["results"]["fp32"].directory / "model.tflite").read_bytes())
+    code, line = run_cli(capsys, "build", str(tfl), "--out", out)
+    assert code == 2 and "unknown model format" not in line
+    assert "edgeopt build converts Keras (.keras, .h5), SavedModel and ONNX (.onnx) models" in line
+    assert f"edgeopt bench {tfl}" in line and "ready .tflite/.onnx" in line
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(tmp_path: Path, example_build) -> None:
+    """A bug (here: a broken installation, an ``onnx`` package that fails to import) is not a user error: one
+    line, exit 70 (EX_SOFTWARE); the traceback only with EDGEOPT_DEBUG=1."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes((example_build["results"]["fp32"].directory / "model.onnx").read_bytes())
+    broken = tmp_path / "site"
+    (broken / "onnx").mkdir(parents=True)
+    (broken / "onnx" / "__init__.py").write_text("raise RuntimeError('this onnx installation is broken')\n")
+    env = {"PYTHONPATH": str(broken)}
+    proc = _edgeopt("build", str(model), "-p", "fp32", "--out", str(tmp_path / "out"), cwd=tmp_path, env=env)
+    assert proc.returncode == 70, proc.stderr[-2000:]
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert lines == ["edgeopt: internal error: RuntimeError: this onnx installation is broken — rerun with "
+                     "EDGEOPT_DEBUG=1 and report it"]
+    proc = _edgeopt("build", str(model), "-p", "fp32", "--out", str(tmp_path / "out"), cwd=tmp_path,
+                    env={**env, "EDGEOPT_DEBUG": "1"})
+    assert proc.returncode not in (0, 2, 70) and "Traceback (most recent call last)" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -99,3 +99,111 @@ def test_user_config_dir_overrides_shipped(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path))
     assert available("targets")["rpi4"].parent == tmp_path / "targets"
     assert load_target("rpi4").threads == 2
+
+
+@pytest.mark.parametrize("address", ["user@@host:port:x", "a@b@c", "host:", "host:0", "host:65536", "host:22:x",
+                                     "h:+22", "::1", "[::1", "[not-v6]:22", "[::1]x", "-oProxyCommand=x", "",
+                                     "@host", "host name", "pi@", "h:٢٢"])
+def test_connection_overrides_parse_addresses_strictly(address: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        apply_connection_overrides(load_target("rpi4"), host=address)
+    line = e.value.one_line()
+    assert line.startswith(f"--host {address!r}") and "expected [user@]host[:port]" in line and "\n" not in line
+
+
+def test_connection_overrides_accept_every_valid_form() -> None:
+    rpi4 = load_target("rpi4")
+    for address, expected in [("pi@10.0.0.7:2222", ("pi", "10.0.0.7", 2222)), ("[fe80::1]:22", ("pi", "fe80::1", 22)),
+                              ("me@[::1]", ("me", "::1", 22)), ("my_pi", ("pi", "my_pi", 22)),
+                              ("pi.local:65535", ("pi", "pi.local", 65535))]:
+        conn = apply_connection_overrides(rpi4, host=address).connection
+        assert (conn.user, conn.host, conn.port) == expected, address
+    with pytest.raises(ConfigError, match="says user alice, but user bob"):
+        apply_connection_overrides(rpi4, host="alice@h", user="bob")
+    with pytest.raises(ConfigError, match="says port 2222, but port 22"):
+        apply_connection_overrides(rpi4, host="h:2222", port=22)
+    assert apply_connection_overrides(rpi4, host="alice@h:2222", user="alice", port=2222).connection.port == 2222
+
+
+def test_connection_endpoint_keeps_the_target_values_below_the_ssh_config() -> None:
+    """The command line is explicit; the target's YAML user/port/key are only defaults (``~/.ssh/config`` sits
+    between them, see tests/test_remote_ssh.py)."""
+    from edgeopt.config.target import connection_endpoint
+
+    rpi4 = load_target("rpi4")
+    end = connection_endpoint(rpi4, host="mypi")
+    assert (end.host, end.user, end.port, end.key) == ("mypi", None, None, None)
+    assert (end.default_user, end.default_port) == ("pi", 22)
+    end = connection_endpoint(rpi4, host="me@mypi:2200", key="/k")
+    assert (end.user, end.port, end.key) == ("me", 2200, "/k")
+    assert connection_endpoint(rpi4).host == rpi4.connection.host and connection_endpoint(rpi4).user is None
+    with pytest.raises(ConfigError, match=r"^lab.yaml: devices.a.host 'x@@y'"):
+        connection_endpoint(rpi4, host="x@@y", what="lab.yaml: devices.a.host")
+
+
+# -- issue 12: bad YAML is one line naming the file and the field, never a traceback ----------------------------------
+def test_non_utf8_and_unparseable_yaml_name_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "mypi.yaml"
+    f.write_bytes(b"arch: aarch64\nformats: [tflite]\ndescription: caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_target(str(f))
+    assert f"{f} line 3: not UTF-8 text (byte 0xe9" in e.value.one_line() and "save the file as UTF-8" in e.value.hint
+    for text in ("arch: aarch64\ndescription: 2001-13-01\n", "threads: !!float abc\n", "arch: " + "[" * 3000):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=f"{f}.*invalid YAML"):
+            load_model_file(f, Target)
+    f.write_text("")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_model_file(f, Target)
+    f.write_text("arch: aarch64\ndescription: " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="too large for a config file"):
+        load_model_file(f, Target)
+
+
+def test_nan_inf_and_huge_values_are_refused_naming_the_field(tmp_path: Path) -> None:
+    from edgeopt.config.lab import Lab
+
+    base = "arch: aarch64\nformats: [tflite]\nruntimes: [litert]\n"
+    f = tmp_path / "t.yaml"
+    for extra, field in (("threads: .nan\n", "threads"), ("memory: {ram_bytes: .inf}\n", "memory.ram_bytes"),
+                         ("threads: 1000000000\n", "threads")):
+        f.write_text(base + extra)
+        with pytest.raises(ConfigError) as e:
+            load_model_file(f, Target)
+        assert f"{f}: {field}:" in e.value.one_line()
+    p = tmp_path / "p.yaml"
+    for text, field in (("distill: {width_multiplier: 0.5, temperature: .inf}\n", "distill.temperature"),
+                        ("calibration: {samples: 100000000000}\n", "calibration.samples"),
+                        ("prune: {sparsity: 0.5, batch_size: 1000000000000}\n", "prune.batch_size"),
+                        ("seed: 99999999999999\n", "seed")):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=f"{p}: {field}:"):
+            load_profile(str(p))
+    lab = tmp_path / "lab.yaml"
+    for text, field in (("gates:\n  latency: {bootstrap: 1000000000000}\n", "gates.latency.bootstrap"),
+                        ("bench: {runs: 100000000000}\n", "bench.runs"), ("bench: {timeout: .inf}\n", "bench.timeout")):
+        lab.write_text("devices: [{name: a, target: local}]\n" + text)
+        with pytest.raises(ConfigError, match=f"{lab}: {field}:"):
+            load_model_file(lab, Lab)
+
+
+def test_many_errors_stay_one_short_line(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("arch: aarch64\nformats: [tflite]\nruntimes: [litert]\n" + "".join(f"k{i}: {i}\n" for i in range(50))
+                 + "? " + "x" * 5000 + "\n: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_model_file(f, Target)
+    line = e.value.one_line()
+    assert "k0: unknown field" in line and "and 47 more" in line and len(line) < 600
+
+
+def test_config_dir_pointing_at_junk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match=f"EDGEOPT_CONFIG_DIR={tmp_path / 'nope'}: not a directory"):
+        load_target("local")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "profiles").write_text("x")
+    monkeypatch.setenv("EDGEOPT_CONFIG_DIR", str(tmp_path / "cfg"))
+    with pytest.raises(ConfigError, match="profiles is not a directory"):
+        load_profile("fp32")
+    assert load_target("local").name == "local"  # targets/ absent: the shipped ones

@@ -116,3 +116,89 @@ def test_missing_or_broken_store_is_a_clear_error(tmp_path: Path):
 def test_result_file_names_are_safe():
     assert safe_name("run-1 a/b;c'd") == "run-1_a_b_c_d"
     assert "/" not in safe_name("../../etc/passwd") and not safe_name("../x").startswith(".")
+
+
+# -- issue 12: foreign, damaged and unwritable stores are one clear line -------------------------------------------
+def _sqlite(path: Path, *sql: str) -> None:
+    db = sqlite3.connect(path)
+    for statement in sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_foreign_schema_is_refused_and_left_untouched(tmp_path: Path):
+    foreign = tmp_path / "foreign" / "edgeopt.sqlite"
+    foreign.parent.mkdir()
+    _sqlite(foreign, "CREATE TABLE runs (id INTEGER, name TEXT)", "INSERT INTO runs VALUES (1, 'x')")
+    before = foreign.read_bytes()
+    for create in (False, True):  # edgeopt report / edgeopt bench
+        with pytest.raises(StoreError) as info:
+            open_store(foreign.parent, create=create)
+        line = info.value.one_line()
+        assert f"{foreign} is not an edgeopt results store (no table results; table runs lacks" in line
+        assert "run_id" in line and "move this file away" in line
+    assert foreign.read_bytes() == before and sorted(p.name for p in foreign.parent.iterdir()) == ["edgeopt.sqlite"]
+    other = tmp_path / "other.sqlite"
+    _sqlite(other, "CREATE TABLE notes (a)")
+    with pytest.raises(StoreError, match="no table results; no table runs"):
+        Store(other, tmp_path / "json")
+    empty = tmp_path / "empty" / "edgeopt.sqlite"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    with pytest.raises(StoreError, match="holds no edgeopt results"):
+        open_store(empty.parent, create=False)
+    with pytest.raises(StoreError, match="is a directory"):
+        open_store(tmp_path, store=tmp_path)
+
+
+def test_damaged_documents_never_crash_a_reader(tmp_path: Path):
+    with open_store(tmp_path) as store:
+        begin(store, "run-d")
+        store.add_result(result("run-d", 1))
+        store.add_result(result("run-d", 2))
+    _sqlite(tmp_path / "edgeopt.sqlite", "UPDATE results SET doc = '{broken' WHERE result_id = 'run-d-rpi4-002'",
+            "UPDATE runs SET targets = 'nope'")
+    with open_store(tmp_path, create=False) as store:
+        docs = store.results("run-d")
+        assert docs[0] == result("run-d", 1)
+        assert docs[1]["valid"] is False and docs[1]["result_id"] == "run-d-rpi4-002"
+        assert "damaged" in docs[1]["error"]["message"]
+        assert store.runs()[0]["targets"] == []
+    _sqlite(tmp_path / "edgeopt.sqlite", "UPDATE runs SET doc = '[1, 2]'")
+    with open_store(tmp_path, create=False) as store, pytest.raises(StoreError, match="run run-d is damaged"):
+        store.run("run-d")
+
+
+def _mount_tmpfs(where: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("mounting a tmpfs needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
+
+
+def test_read_only_results_dir_says_not_writable_and_still_reads(tmp_path: Path):
+    import subprocess
+
+    from edgeopt.errors import OutputError
+
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro)
+    try:
+        with open_store(ro / "results") as store:
+            begin(store, "run-r")
+            store.add_result(result("run-r", 1))
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        for where in (ro / "results", ro / "new"):  # an existing store (bench writes) and a new one
+            with pytest.raises(OutputError) as info:
+                open_store(where)
+            line = info.value.one_line()
+            assert "is not writable (read-only file system)" in line and "edgeopt database" not in line
+            assert "writable --results" in line
+        with open_store(ro / "results", create=False) as store:  # an archived store is still read (edgeopt report)
+            assert [d["result_id"] for d in store.results("run-r")] == ["run-r-rpi4-001"]
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.errors import DataError
+
 
 def quantize(x: np.ndarray, dtype: str, quant: dict[str, Any] | None) -> np.ndarray:
     """Float inputs -> what the model input takes (``q = round(x / scale) + zero_point``, clipped)."""
@@ -80,7 +82,19 @@ def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
         "mean_abs_diff": float(np.mean(np.abs(flat_o - flat_r))),
     }
     if labels is not None:
+        check_labels_fit(labels, len(outputs), flat_r.shape[1])
         metrics["accuracy"] = float(np.mean(flat_o.argmax(1) == labels))
         metrics["float_accuracy"] = float(np.mean(flat_r.argmax(1) == labels))
         metrics["accuracy_drop_pp"] = round(100 * (metrics["float_accuracy"] - metrics["accuracy"]), 3)
     return metrics
+
+
+def check_labels_fit(labels: np.ndarray, samples: int, classes: int) -> None:
+    """An accuracy from labels the model cannot predict (42 of 10 classes, -1) would be a number that lies."""
+    if len(labels) != samples:
+        raise DataError(f"{len(labels)} labels for {samples} outputs", "give one label per eval sample")
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        raise DataError(f"{int(outside.sum())} of {len(labels)} eval labels are outside 0..{classes - 1} "
+                        f"(e.g. {int(labels[outside][0])}) but the model has {classes} output classes",
+                        "labels must be class indices of the model's output")

@@ -21,8 +21,8 @@ from edgeopt import __version__
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
 from edgeopt.config import Profile, Target
-from edgeopt.errors import ConversionError, EdgeoptError
-from edgeopt.inputs.data import Dataset, check_against_model, load_dataset
+from edgeopt.errors import ConversionError, EdgeoptError, ModelError
+from edgeopt.inputs.data import Dataset, check_against_model, check_labels, load_dataset
 from edgeopt.inputs.model import SourceModel, example_model_path, open_model
 from edgeopt.paths import shipped
 
@@ -62,6 +62,7 @@ class BuildRequest:
     train: str | None = None  # training data for profiles with prune/distill/qat (the example brings its own)
     out: Path = Path("artifacts")
     force: bool = False
+    drop_non_finite: bool = False  # drop (and count) samples holding NaN/Inf instead of refusing the data
 
 
 @dataclass
@@ -110,7 +111,11 @@ def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset
 
         facts["training"] = transform_facts(profile, train)
     if wants_firmware(target):
+        from edgeopt.convert.tflm.target_src import find_source
+
         facts["firmware_template"] = sha256_tree(FIRMWARE_TEMPLATE)
+        source = find_source()  # a TFLM tree turns host arena figures into measured target ones: a new build
+        facts["tflm_source"] = source.sha256 if source is not None else None
     return sha256_bytes(json.dumps(facts, sort_keys=True).encode())
 
 
@@ -147,15 +152,16 @@ class Pipeline:
         example = req.model is None
         calib_spec = req.data or ("example:calibration" if example else None)
         eval_spec = req.eval or ("example:eval" if example else None)
-        calib = load_dataset(calib_spec) if calib_spec else None
-        evalset = load_dataset(eval_spec) if eval_spec else None
+        drop = req.drop_non_finite
+        calib = load_dataset(calib_spec, drop) if calib_spec else None
+        evalset = load_dataset(eval_spec, drop) if eval_spec else None
         train = None
         if any(p.needs_training for p in req.profiles):
             from edgeopt.build.transforms import check_request
 
             train_spec = req.train or ("example:train" if example else None)
             check_request(req.profiles, src, train_spec)  # before any data is read or TensorFlow imported
-            train = load_dataset(train_spec) if train_spec else None
+            train = load_dataset(train_spec, drop) if train_spec else None
         results: list[BuildResult] = []
         todo: list[tuple[Profile, str]] = []
         for profile in req.profiles:
@@ -178,8 +184,10 @@ class Pipeline:
                                             min_samples=max(needed, default=1))
             if evalset is not None:
                 evalset = check_against_model(evalset, src.input_shape, src.input_dtype, "eval")
+                check_labels(evalset, src.output_shape, "eval")
             if train is not None and any(p.needs_training for p, _ in todo):
                 train = check_against_model(train, src.input_shape, src.input_dtype, "training")
+                check_labels(train, src.output_shape, "training")
             self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
             for profile, key in todo:
                 results.append(self._build_one(src, profile, key, calib, evalset, train))
@@ -220,6 +228,7 @@ class Pipeline:
         ref_x, ref_y, ref_source = self._reference_inputs(src, calib, evalset)
         reference: dict[str, np.ndarray] = {"x": ref_x.astype(np.float32) if ref_x.dtype.kind == "f" else ref_x,
                                             "y_float": src.predict(ref_x)}
+        check_finite_outputs(src, reference["y_float"], ref_source)
         if ref_y is not None:
             reference["labels"] = ref_y.astype(np.int64)
 
@@ -343,6 +352,14 @@ class Pipeline:
         return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": sha256_file(path),
                 "bytes": path.stat().st_size, **info, "metrics": metrics,
                 **compression_facts(path, fmt, min_weights)}
+
+
+def check_finite_outputs(src: SourceModel, y: np.ndarray, inputs_from: str) -> None:
+    """NaN/Inf out of the float model on sane inputs: damaged weights (which would also crash the calibrator)."""
+    bad = ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+    if bad.any():
+        raise ModelError(f"{src.path}: the model's float outputs hold NaN/Inf for {int(bad.sum())} of {len(y)} "
+                         f"{inputs_from} inputs", "the weights may be damaged; re-export the model")
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

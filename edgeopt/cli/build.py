@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.cli.args import positive_int
 from edgeopt.cli.console import RichReporter, stdout_console
+from edgeopt.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgeopt.build.search import SearchResult
+
+
+class BuildReporter(RichReporter):
+    """The progress display starts with the first conversion step and only on a terminal, so a failed build
+    prints its one error line and nothing else (a build refused for its inputs fails before any step)."""
+
+    def __enter__(self) -> BuildReporter:
+        return self
+
+    def start(self, total_steps: int) -> None:
+        if self.console.is_terminal:
+            self.progress.start()
+        super().start(total_steps)
 
 
 def print_build(results: list[Any], console: Any) -> None:
@@ -41,19 +57,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgeopt.config import load_profile, load_target
 
     if args.search:
+        if args.drop_non_finite:
+            raise ConfigError("--drop-non-finite cannot be combined with --search",
+                              "clean the data for the search, or build with --drop-non-finite without --search")
         with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
             return run_from_args(args, rep)
     target = load_target(args.target)
-    names = [n for p in (args.profile or []) for n in p.split(",") if n] or target.default_profiles
-    if names == ["all"]:
-        from edgeopt.config import available
-
-        names = sorted(available("profiles"))
-    profiles = [load_profile(n) for n in names]
+    profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
     req = BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
-                       train=args.train, out=Path(args.out), force=args.force)
+                       train=args.train, out=Path(args.out), force=args.force, drop_non_finite=args.drop_non_finite)
     t0 = time.perf_counter()
-    with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
+    with BuildReporter(verbose=args.verbose, quiet=args.json) as rep:
         results = build(req, rep)
     if args.json:
         print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
@@ -61,6 +75,32 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print_build(results, stdout_console())
     return 0
+
+
+def profile_names(values: list[str] | None) -> list[str] | None:
+    """``-p a,b -p c`` as a list (``all`` = every profile defined), None when ``--profile`` was not given.
+
+    An empty list (``-p ,``, ``-p ""``) is an error: silently building the defaults instead would lie."""
+    if values is None:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--profile: empty profile list ({' '.join(repr(v) for v in values)[:80]})",
+                          "name at least one profile (see `edgeopt profiles`), or leave --profile out for the "
+                          "target's default profiles")
+    if "all" in names:
+        from edgeopt.config import available
+
+        names = [n for n in names if n != "all"] + sorted(available("profiles"))
+    return list(dict.fromkeys(names))
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (``nan``/``inf`` refused by argparse with the flag named)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def print_search(result: SearchResult, console: Any = None) -> None:
@@ -102,7 +142,7 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
     from edgeopt.build.search import run_search
     from edgeopt.report.search import plot_pareto, write_search_html
 
-    profiles = [n for p in (getattr(args, "profile", None) or []) for n in p.split(",") if n] or None
+    profiles = profile_names(getattr(args, "profile", None))
     result = run_search(args.target, model=args.model, data=args.data, eval=args.eval,
                         train=getattr(args, "train", None), out=Path(args.out), results=Path(args.results),
                         profiles=profiles, max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
@@ -164,6 +204,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "forms as --data; the bundled example brings its own)")
     b.add_argument("--out", default="artifacts", help="output root (default: ./artifacts)")
     b.add_argument("--force", action="store_true", help="rebuild even when the cache says up to date")
+    b.add_argument("--drop-non-finite", action="store_true",
+                   help="drop the samples of --data/--eval/--train holding NaN/Inf (counted in the manifest) "
+                        "instead of refusing the data")
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
     add_search_arguments(b, OBJECTIVES)
@@ -183,12 +226,13 @@ def add_search_arguments(build_parser: argparse.ArgumentParser, objectives: tupl
     g.add_argument("--search", action="store_true",
                    help="build the candidate profiles (the target's defaults + pruned/distilled/qat int8, or "
                         "--profile), benchmark each on the target, print the Pareto front and the recommendation")
-    g.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
+    g.add_argument("--max-accuracy-drop", type=finite_float, default=1.0, metavar="PP",
                    help="accuracy budget in percentage points below the float model (default 1.0)")
     g.add_argument("--objective", choices=list(objectives), default="latency",
                    help="what the recommendation optimises among the front candidates within budget: latency (p50), "
                         "size (bytes), download (gzip bytes), energy (per inference), accuracy (default latency)")
-    g.add_argument("--search-runs", type=int, default=50, metavar="N", help="timed runs per candidate (default 50)")
+    g.add_argument("--search-runs", type=positive_int, default=50, metavar="N",
+                   help="timed runs per candidate (default 50)")
     g.add_argument("--results", default="results", metavar="DIR", help="results directory for the search's "
                    "benchmark (default ./results)")
     g.add_argument("--plot", metavar="PNG", help="write the accuracy/latency/size plot here")

@@ -8,7 +8,7 @@ import logging
 import os
 import shlex
 import sys
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from edgeopt import __version__
 from edgeopt.cli import bench, build, ci, emulate, report
@@ -17,11 +17,19 @@ from edgeopt.errors import EdgeoptError
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception, i.e. a bug in edgeopt
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line and exit 2, like every other user error (sub-parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"edgeopt: error: {message} — see `{self.prog} --help`\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="edgeopt", description="Take a trained model to edge devices and prove "
+    ap = OneLineParser(prog="edgeopt", description="Take a trained model to edge devices and prove "
                                  "how it runs there.")
     ap.add_argument("--version", action="version", version=f"edgeopt {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    # the sub-parsers are OneLineParsers too; the register() functions only need the ArgumentParser API
+    sub: Any = ap.add_subparsers(dest="command", required=True)
     build.register(sub)  # build, targets, profiles
     bench.register(sub)
     report.register(sub)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,11 +20,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edgeopt.errors import ConfigError
 from edgeopt.paths import shipped
 
+MAX_CONFIG_BYTES = 1 << 20  # a target/profile/lab file is a few hundred bytes; more is not a config file
+MAX_ERRORS_SHOWN = 4
+
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors; loaded configs are immutable."""
+    """Unknown fields are errors; loaded configs are immutable; NaN and ±Inf are no numbers a config can use."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def config_dirs(kind: str) -> list[Path]:
@@ -31,6 +35,12 @@ def config_dirs(kind: str) -> list[Path]:
     dirs: list[Path] = []
     env = os.environ.get("EDGEOPT_CONFIG_DIR")
     if env:
+        if not Path(env).is_dir():
+            raise ConfigError(f"EDGEOPT_CONFIG_DIR={env}: not a directory",
+                              "point it at a directory holding targets/ and profiles/, or unset it")
+        if (Path(env) / kind).exists() and not (Path(env) / kind).is_dir():
+            raise ConfigError(f"EDGEOPT_CONFIG_DIR={env}: {kind} is not a directory",
+                              f"make {Path(env) / kind} a directory of <name>.yaml files")
         dirs.append(Path(env) / kind)
     dirs.append(Path.cwd() / kind)
     dirs.append(shipped(kind))
@@ -57,17 +67,46 @@ M = TypeVar("M", bound=BaseModel)
 
 def format_validation(path: Path, exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    errors = exc.errors()
+    for err in errors[:MAX_ERRORS_SHOWN]:
+        field = ".".join(str(x) for x in err["loc"])[:80] or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
-            msg = f"got {err.get('input')!r}; allowed: {err['ctx']['expected']}"
+            msg = f"got {_short(err.get('input'))}; allowed: {err['ctx']['expected']}"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        parts.append(f"{field}: {msg}")
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number (not NaN or Inf)"
+        parts.append(f"{field}: {_short(msg, 200, quote=False)}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
     return f"{path}: " + "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 60, quote: bool = True) -> str:
+    """A value for a one-line message: repr'd (or not), whitespace folded, cut at ``limit`` characters."""
+    text = reprlib.repr(value) if quote else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_config_text(path: Path) -> str:
+    """The file's text: refused (naming the file) when unreadable, huge, or not UTF-8."""
+    try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes, too large for a config file "
+                              f"(limit {MAX_CONFIG_BYTES:,})", "give the YAML file of a target, profile or lab")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                          "save the file as UTF-8") from exc
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
@@ -96,20 +135,26 @@ def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def load_model_file(path: Path, model: type[M]) -> M:
     path = Path(path)
+    text = read_config_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
+        raise ConfigError(f"{path}{where}: invalid YAML ({_short(getattr(exc, 'problem', exc), 200, False)})") \
+            from exc
+    except Exception as exc:  # noqa: BLE001 - PyYAML raises ValueError/RecursionError/... on some bad values
+        raise ConfigError(f"{path}: invalid YAML ({type(exc).__name__}: {_short(exc, 200, False)})") from exc
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty", "write the fields of a target, profile or lab")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level (got {type(raw).__name__})")
     raw.setdefault("name", path.stem)
     raw["source_file"] = str(path)
     try:
         return model.model_validate(raw)
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: values nested too deeply or referring to themselves") from exc
     except ValidationError as exc:
         hint = None
         for err in exc.errors():

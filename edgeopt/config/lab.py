@@ -35,6 +35,7 @@ from edgeopt.errors import ConfigError
 # lab.yaml
 # ------------------------------------------------------------------------------------------------------------
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+DAY, WEEK = 86_400.0, 7 * 86_400.0  # upper bounds of the time settings: a huge value is a typo, not a wish
 
 
 class Device(StrictModel):
@@ -66,13 +67,13 @@ class LabModel(StrictModel):
 
 
 class BenchSettings(StrictModel):
-    runs: int = Field(default=200, ge=1)
-    warmup: int = Field(default=20, ge=0)
-    min_seconds: float = Field(default=0.0, ge=0)
+    runs: int = Field(default=200, ge=1, le=10_000_000)
+    warmup: int = Field(default=20, ge=0, le=1_000_000)
+    min_seconds: float = Field(default=0.0, ge=0, le=DAY)
     threads: int | None = Field(default=None, ge=1, le=256)
     affinity: str | None = None
-    timeout: float = Field(default=600.0, gt=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=600.0, gt=0, le=WEEK)
+    connect_timeout: float = Field(default=10.0, gt=0, le=DAY)
     retries: int = Field(default=1, ge=0, le=10)  # re-measure a result the agent marked invalid
     max_other_load: float | None = Field(default=None, ge=0)  # passed to the agent (--max-other-load)
     agent_args: list[str] = Field(default_factory=list)  # extra agent options, e.g. ["--governor", "performance"]
@@ -80,17 +81,17 @@ class BenchSettings(StrictModel):
 
 class LockSettings(StrictModel):
     enabled: bool = True
-    stale_after_s: float = Field(default=1800.0, gt=0)  # no heartbeat for this long: the lock is stale
-    wait_s: float = Field(default=3600.0, ge=0)  # give up waiting for a busy device after this long
-    poll_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=1800.0, gt=0, le=WEEK)  # no heartbeat for this long: the lock is stale
+    wait_s: float = Field(default=3600.0, ge=0, le=WEEK)  # give up waiting for a busy device after this long
+    poll_s: float = Field(default=5.0, gt=0, le=DAY)
 
 
 class LatencyGateSettings(StrictModel):
     min_effect: float = Field(default=0.05, ge=0, lt=10)
     alpha: float = Field(default=0.01, gt=0, lt=0.5)
     method: Literal["both", "mannwhitney", "bootstrap"] = "both"
-    bootstrap: int = Field(default=2000, ge=100)
-    min_samples: int = Field(default=10, ge=3)
+    bootstrap: int = Field(default=2000, ge=100, le=1_000_000)
+    min_samples: int = Field(default=10, ge=3, le=10_000_000)
     confirm: int = Field(default=1, ge=0, le=5)  # re-measure a latency regression this often; all must regress
 
 
@@ -160,7 +161,8 @@ def load_lab(path: str | Path) -> Lab:
     """Read and validate ``lab.yaml``; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"lab file {path} does not exist", "pass --lab PATH (see examples/lab.yaml)")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"lab file {path} {what}", "pass --lab PATH (see examples/lab.yaml)")
     lab = load_model_file(path, Lab)
     for name in lab.profiles if any(m.artifacts is None for m in lab.models) else []:  # prebuilt: any name
         try:

@@ -11,6 +11,7 @@ from edgeopt.config.base import StrictModel, available, load_model_file, resolve
 TensorType = Literal["float32", "float16", "int8", "uint8", "int16"]
 OpsSet = Literal["builtins", "builtins_int8", "select_tf_ops"]
 PrunableLayer = Literal["conv", "depthwise", "dense"]
+MAX_SAMPLES = 10_000_000  # upper bound of the sample counts: a typo'd huge value fails here, not in an allocation
 
 
 def _default_supported_ops() -> list[OpsSet]:
@@ -55,15 +56,15 @@ class ONNXOptions(StrictModel):
 
 
 class Calibration(StrictModel):
-    samples: int = Field(default=200, ge=1)
-    min_samples: int = Field(default=16, ge=1)
+    samples: int = Field(default=200, ge=1, le=MAX_SAMPLES)
+    min_samples: int = Field(default=16, ge=1, le=MAX_SAMPLES)
 
 
 class Training(StrictModel):
     """Fine-tuning shared by the training transforms (prune, distill, qat)."""
 
     epochs: int = Field(default=2, ge=1, le=1000)
-    batch_size: int = Field(default=128, ge=1)
+    batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     max_samples: int | None = Field(default=None, ge=1)  # train on the first N samples only (quick runs)
     validation_split: float = Field(default=0.0, ge=0, lt=1)
@@ -75,10 +76,10 @@ class PruneOptions(Training):
     sparsity: float = Field(ge=0, lt=1)
     initial_sparsity: float = Field(default=0.0, ge=0, lt=1)
     schedule: Literal["polynomial", "constant"] = "polynomial"
-    power: float = Field(default=3.0, gt=0)  # polynomial decay exponent (tfmot's PolynomialDecay default)
+    power: float = Field(default=3.0, gt=0, le=100)  # polynomial decay exponent (tfmot's PolynomialDecay default)
     begin_fraction: float = Field(default=0.0, ge=0, lt=1)  # of the fine-tuning steps
     end_fraction: float = Field(default=0.7, gt=0, le=1)  # sparsity reaches the target here; the rest recovers
-    frequency: int = Field(default=10, ge=1)  # steps between mask updates
+    frequency: int = Field(default=10, ge=1, le=MAX_SAMPLES)  # steps between mask updates
     layers: list[PrunableLayer] = Field(default_factory=_all_prunable_layers)
     min_weights: int = Field(default=0, ge=0)  # kernels smaller than this are left dense
     learning_rate: float = Field(default=5e-4, gt=0, le=1)
@@ -97,12 +98,12 @@ class DistillOptions(Training):
 
     width_multiplier: float | None = Field(default=None, gt=0, lt=1)  # student = teacher's architecture, narrower
     student: str | None = None  # or a student model file (.keras/.h5) the user supplies
-    temperature: float = Field(default=4.0, gt=0)
+    temperature: float = Field(default=4.0, gt=0, le=1000)
     alpha: float = Field(default=0.1, ge=0, le=1)  # weight of the hard-label loss; 1 - alpha on the teacher's
     teacher_outputs: Literal["auto", "logits", "probabilities"] = "auto"
     epochs: int = Field(default=8, ge=1, le=1000)
     learning_rate: float = Field(default=3e-3, gt=0, le=1)
-    min_units: int = Field(default=4, ge=1)  # no student layer gets fewer filters/units than this
+    min_units: int = Field(default=4, ge=1, le=65536)  # no student layer gets fewer filters/units than this
 
     @model_validator(mode="after")
     def _check_student(self) -> DistillOptions:
@@ -129,7 +130,7 @@ class Profile(StrictModel):
     prune: PruneOptions | None = None
     distill: DistillOptions | None = None
     qat: QATOptions | None = None
-    seed: int = Field(default=0, ge=0)  # training transforms are deterministic for a seed
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)  # training transforms are deterministic for a seed
     source_file: str | None = None
 
     @model_validator(mode="after")

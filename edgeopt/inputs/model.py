@@ -12,10 +12,14 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeopt.artifacts.files import sha256_tree
-from edgeopt.errors import ModelError
+from edgeopt.errors import ModelError, OutputError
 from edgeopt.paths import cache_root
 
 EXAMPLE_RECIPE = "mnist-cnn-v1"  # bump when the example's architecture or training changes
+BUILD_TAKES = "edgeopt build takes .keras, .h5, .onnx files and SavedModel directories"
+READY_FORMATS = (".tflite",)  # converted already: `edgeopt bench` takes these
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")  # what ONNX Runtime's CPU provider implements
 
 
 @dataclass
@@ -31,6 +35,7 @@ class SourceModel:
     output_shape: tuple[int | None, ...] = ()
     params: int | None = None
     _handle: Any = field(default=None, repr=False)
+    _session: Any = field(default=None, repr=False)  # ONNX Runtime session of an ONNX source
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.kind, "sha256": self.sha256, "params": self.params,
@@ -44,14 +49,12 @@ class SourceModel:
         return self
 
     def _load_keras(self) -> None:
+        check_keras_file(self.path)  # before TensorFlow is imported: a broken file fails in milliseconds
         from edgeopt.tf_env import quiet_tensorflow
 
         quiet_tensorflow()
         import keras
 
-        if self.path.suffix == ".keras" and not zipfile.is_zipfile(self.path):
-            raise ModelError(f"{self.path}: not a valid .keras file (corrupt or truncated zip archive)",
-                             "re-save the model with model.save('model.keras')")
         try:
             model = keras.models.load_model(self.path, compile=False)
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
@@ -102,20 +105,27 @@ class SourceModel:
         except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, ValidationError, ...
             raise ModelError(f"{self.path}: not a valid ONNX model ({_first_line(exc)})",
                              "re-export the model to ONNX") from exc
+        check_onnx_domains(self.path, proto)
         inits = {i.name for i in proto.graph.initializer}
         inputs = [i for i in proto.graph.input if i.name not in inits]
         if len(inputs) != 1 or len(proto.graph.output) != 1:
             raise ModelError(f"{self.path}: {len(inputs)} inputs / {len(proto.graph.output)} outputs; "
                              "edgeopt handles single-input single-output models")
         inp = inputs[0]
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-        out_dims = [d.dim_value if d.HasField("dim_value") else None
-                    for d in proto.graph.output[0].type.tensor_type.shape.dim]
+        try:
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+            out_dims = [d.dim_value if d.HasField("dim_value") else None
+                        for d in proto.graph.output[0].type.tensor_type.shape.dim]
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
+        except Exception as exc:  # noqa: BLE001 - an input that is not a tensor, an unknown element type
+            raise ModelError(f"{self.path}: input '{inp.name}' is not a plain tensor ({_first_line(exc)})",
+                             "edgeopt handles models with one numeric tensor input") from exc
         self.input_name = inp.name
         self.input_shape = tuple(dims[1:])
-        self.input_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
+        self.input_dtype = dtype
         self.output_shape = tuple(out_dims[1:])
         self.params = int(sum(int(np.prod(i.dims)) for i in proto.graph.initializer))
+        self._session = onnx_session(self.path, proto)
         self._handle = proto
 
     # -- use -----------------------------------------------------------------------------------------------
@@ -151,9 +161,7 @@ class SourceModel:
         self.load()
         outs = []
         if self.kind == "onnx":
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(self._handle.SerializeToString(), providers=["CPUExecutionProvider"])
+            sess = self._session or onnx_session(self.path, self._handle)
             for i in range(0, len(x), batch):
                 outs.append(sess.run(None, {self.input_name: x[i:i + batch]})[0])
         else:
@@ -177,23 +185,85 @@ def _tf() -> Any:
 def open_model(path: str | os.PathLike[str]) -> SourceModel:
     """Identify a model by its path (cheap: hashes bytes, loads nothing heavy)."""
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"{p}: no such file or directory", "give a .keras, .h5, .onnx file or a SavedModel directory")
-    if p.is_dir():
-        if not (p / "saved_model.pb").is_file():
+    try:
+        exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
+    except OSError as exc:  # a symlink loop, a name too long
+        raise ModelError(f"{p}: cannot read ({exc.strerror or exc})", BUILD_TAKES) from exc
+    if not exists:
+        raise ModelError(f"{p}: no such file or directory", BUILD_TAKES)
+    if is_dir:
+        pb = p / "saved_model.pb"
+        if not pb.is_file():
             raise ModelError(f"{p}: a directory but not a SavedModel (no saved_model.pb)",
                              "give a SavedModel directory or a .keras/.h5/.onnx file")
+        if pb.stat().st_size == 0:
+            raise ModelError(f"{pb}: file is empty", "re-export the SavedModel (model.export(dir))")
         kind = "savedmodel"
+    elif p.suffix in READY_FORMATS:
+        raise ModelError(f"{p}: a ready {p.suffix} file; edgeopt build converts Keras (.keras, .h5), SavedModel "
+                         "and ONNX (.onnx) models",
+                         f"to benchmark a ready .tflite/.onnx file use `edgeopt bench {p} --target ...`")
     elif p.suffix in (".keras", ".h5", ".hdf5"):
         kind = "keras"
     elif p.suffix == ".onnx":
         kind = "onnx"
     else:
-        raise ModelError(f"{p}: unknown model format '{p.suffix}'",
-                         "edgeopt reads .keras, .h5, .onnx files and SavedModel directories")
-    if p.is_file() and p.stat().st_size == 0:
+        raise ModelError(f"{p}: unknown model format '{p.suffix}'", BUILD_TAKES)
+    if kind != "savedmodel" and not is_file:
+        raise ModelError(f"{p}: not a regular file", BUILD_TAKES)
+    if kind != "savedmodel" and p.stat().st_size == 0:
         raise ModelError(f"{p}: file is empty", "re-export the model")
-    return SourceModel(path=p, kind=kind, sha256=sha256_tree(p))
+    try:
+        digest = sha256_tree(p)
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror or exc})", BUILD_TAKES) from exc
+    return SourceModel(path=p, kind=kind, sha256=digest)
+
+
+def check_keras_file(path: Path) -> None:
+    """A .keras file is a zip archive holding config.json; a .h5 starts with the HDF5 signature."""
+    if path.suffix == ".keras":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise ModelError(f"{path}: not a valid .keras file (corrupt or truncated zip archive)",
+                             "re-save the model with model.save('model.keras')") from exc
+        if "config.json" not in names:
+            raise ModelError(f"{path}: not a Keras model archive (no config.json inside)",
+                             "re-save the model with model.save('model.keras')")
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2048 + 8)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not any(head[o:o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048)):
+        raise ModelError(f"{path}: not a valid HDF5 (.h5) file (no HDF5 signature)",
+                         "re-save the model with model.save('model.keras') or model.save('model.h5')")
+
+
+def check_onnx_domains(path: Path, proto: Any) -> None:
+    """Operators outside the standard ONNX sets (a custom op domain) cannot be converted or run by the host."""
+    custom: dict[str, set[str]] = {}
+    for node in proto.graph.node:
+        if node.domain not in ONNX_DOMAINS:
+            custom.setdefault(node.domain, set()).add(node.op_type)
+    if custom:
+        ops = "; ".join(f"domain '{d}': {', '.join(sorted(o))}" for d, o in sorted(custom.items()))
+        raise ModelError(f"{path}: uses custom operators ({ops[:200]})",
+                         "edgeopt builds models of the standard ONNX operator set; export without custom ops")
+
+
+def onnx_session(path: Path, proto: Any) -> Any:
+    """An ONNX Runtime session of the model; a model the runtime refuses is a ModelError naming the file."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented for what it cannot run
+        raise ModelError(f"{path}: ONNX Runtime cannot load the model ({_first_line(exc)})",
+                         "re-export the model with operators ONNX Runtime implements") from exc
 
 
 # -- the bundled example ---------------------------------------------------------------------------------
@@ -205,6 +275,14 @@ def example_model_path(progress: Callable[[str], None] | None = None) -> Path:
     path = cache_root() / "example" / f"{EXAMPLE_RECIPE}-tf{md.version('tensorflow')}.keras"
     if path.is_file() and zipfile.is_zipfile(path):
         return path
+    try:  # before minutes of training: the cache must be writable
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".probe-{os.getpid()}")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write the example model cache {path.parent}: {exc.strerror or exc}",
+                          "set EDGEOPT_CACHE_DIR to a writable directory") from exc
     if progress:
         progress("training the bundled MNIST example (once; cached in %s)" % path.parent)
     model = train_example_model(progress=progress)

@@ -16,15 +16,17 @@ Thread-safe: one connection guarded by a lock (bench writes from one worker thre
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from edgeopt.artifacts.files import atomic_write_json
-from edgeopt.errors import OutputError, StoreError
+from edgeopt.errors import EdgeoptError, OutputError, StoreError
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("results")
@@ -59,6 +61,11 @@ CREATE INDEX IF NOT EXISTS results_sha ON results(sha256);
 CREATE INDEX IF NOT EXISTS results_created ON results(created_at);
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 """
+COLUMNS = {  # what a store must have to be read and written by this edgeopt
+    "runs": {"run_id", "created_at", "finished_at", "status", "command", "targets", "doc"},
+    "results": {"result_id", "run_id", "created_at", "target", "profile", "format", "sha256", "p50_ms", "valid",
+                "error", "doc"},
+}
 
 
 def safe_name(text: str) -> str:
@@ -73,22 +80,26 @@ class Store:
     def __init__(self, db_path: str | Path, json_dir: str | Path | None = None, *, create: bool = True) -> None:
         self.path = Path(db_path)
         self.json_dir = Path(json_dir) if json_dir is not None else self.path.parent
+        if self.path.is_dir():
+            raise StoreError(f"results store {self.path} is a directory, not a database file",
+                             "point --store at an edgeopt.sqlite file, or --results at the directory holding it")
         if not create and not self.path.is_file():
             raise StoreError(
                 f"no results store at {self.path}",
                 "run `edgeopt bench` first, or point --results/--store at the directory/file it wrote",
             )
+        if create:
+            for directory in dict.fromkeys([self.path.parent, self.json_dir]):
+                check_writable_dir(directory)
         try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
+            self._db = self._connect(create)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"results store {self.path} has schema {version}, newer than this edgeopt ({SCHEMA_VERSION})",
                     "upgrade edgeopt, or use another --store",
                 )
+            self._check_schema(create)
             if create:
                 try:
                     self._db.execute("PRAGMA journal_mode=WAL")
@@ -97,19 +108,70 @@ class Store:
                 self._db.executescript(_DDL)
                 if version < SCHEMA_VERSION:
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open results store {self.path}: {exc}",
-                             "is it an edgeopt results database? move it away to start a new one") from exc
-        except OSError as exc:
-            raise OutputError(f"cannot create results directory {self.path.parent}: {exc.strerror or exc}",
-                              "choose a writable --results directory") from exc
+        except BaseException as exc:
+            if hasattr(self, "_db"):  # no -wal/-shm left behind by a store we refuse
+                self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise store_error(self.path, exc, opening=True) from exc
+            raise
         self._lock = threading.Lock()
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        """The connection; a store on a read-only file system (an archive) is opened read-only and immutable,
+        as SQLite cannot create the lock files a WAL database needs there."""
+        db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
+        if not create and not os.access(self.path.parent, os.W_OK):
+            try:
+                db.execute("PRAGMA user_version").fetchone()
+            except sqlite3.OperationalError:
+                db.close()
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=30.0,
+                                     check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _check_schema(self, create: bool) -> None:
+        """Our tables with our columns, or none at all (a new store); anything else is not ours to touch."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if not str(r[0]).startswith("sqlite_")}
+        if not tables:
+            if not create:
+                raise StoreError(f"results store {self.path} holds no edgeopt results (an empty database)",
+                                 "run `edgeopt bench` first, or point --results/--store at the store it wrote")
+            return
+        problems = [f"no table {t}" for t in sorted(set(COLUMNS) - tables)]
+        for table in sorted(set(COLUMNS) & tables):
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            lacking = sorted(COLUMNS[table] - have)
+            if lacking:
+                problems.append(f"table {table} lacks {', '.join(lacking)}")
+        if problems:
+            raise StoreError(f"{self.path} is not an edgeopt results store ({'; '.join(problems)[:200]})",
+                             "point --results/--store at the store `edgeopt bench` wrote, or move this file away")
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Execute a statement, fetch its rows; SQLite's errors become one-line store errors naming the file."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.path, exc) from exc
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        return next(iter(self._run(sql, params)), None)
+
+    def _run_doc(self, text: Any, run_id: Any) -> dict[str, Any]:
+        """A stored run document; a damaged one is a store error naming the run (it cannot be shown or updated)."""
+        doc = _json(text, dict)
+        if doc is None:
+            raise StoreError(f"results store {self.path}: the document of run {run_id} is damaged (not a JSON object)",
+                             "remove that run from the store, or move the store away")
+        return doc
 
     # -- writing -----------------------------------------------------------------------------------------------
     def begin_run(self, doc: dict[str, Any]) -> None:
         """Record a new run (``doc`` has ``run_id``, ``created_at``, optional ``command`` and ``targets``)."""
         with self._lock, self._tx():
-            self._db.execute(
+            self._run(
                 "INSERT INTO runs (run_id, created_at, status, command, targets, doc) VALUES (?, ?, ?, ?, ?, ?)",
                 (doc["run_id"], doc["created_at"], doc.get("status", "running"), doc.get("command"),
                  json.dumps(doc.get("targets", [])), json.dumps(doc)),
@@ -126,7 +188,7 @@ class Store:
         path = self.run_dir(doc["run_id"]) / f"{safe_name(doc['result_id'])}.json"
         self._write_json(path, doc)
         with self._lock, self._tx():
-            self._db.execute(
+            self._run(
                 "INSERT OR REPLACE INTO results (result_id, run_id, created_at, target, profile, format, sha256, "
                 "p50_ms, valid, error, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc["result_id"], doc["run_id"], doc["created_at"], doc["target"], doc.get("profile"),
@@ -138,26 +200,26 @@ class Store:
 
     def finish_run(self, run_id: str, finished_at: str, status: str, summary: dict[str, Any] | None = None) -> None:
         with self._lock, self._tx():
-            row = self._db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = self._one("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 raise StoreError(f"unknown run {run_id}")
-            doc = json.loads(row["doc"])
+            doc = self._run_doc(row["doc"], run_id)
             doc.update({"finished_at": finished_at, "status": status})
             if summary is not None:
                 doc["summary"] = summary
-            self._db.execute("UPDATE runs SET finished_at = ?, status = ?, doc = ? WHERE run_id = ?",
+            self._run("UPDATE runs SET finished_at = ?, status = ?, doc = ? WHERE run_id = ?",
                              (finished_at, status, json.dumps(doc), run_id))
         self._write_json(self.run_dir(run_id) / "run.json", doc)
 
     def update_run(self, run_id: str, updates: dict[str, Any]) -> dict[str, Any]:
         """Merge ``updates`` into a run's document (e.g. ``edgeopt ci`` records its verdict); returns the doc."""
         with self._lock, self._tx():
-            row = self._db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = self._one("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 raise StoreError(f"unknown run {run_id}")
-            doc = json.loads(row["doc"])
+            doc = self._run_doc(row["doc"], run_id)
             doc.update(updates)
-            self._db.execute("UPDATE runs SET doc = ? WHERE run_id = ?", (json.dumps(doc), run_id))
+            self._run("UPDATE runs SET doc = ? WHERE run_id = ?", (json.dumps(doc), run_id))
         self._write_json(self.run_dir(run_id) / "run.json", doc)
         return doc
 
@@ -172,10 +234,11 @@ class Store:
                  limit: int = 5000) -> dict[str, Any] | None:
         """The newest run with ``tag`` and/or (``passing``) a ``ci.verdict`` of ``pass``; None if there is none."""
         with self._lock:
-            rows = self._db.execute("SELECT doc FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                                    (limit,)).fetchall()
+            rows = self._run("SELECT doc FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
         for row in rows:
-            doc = json.loads(row["doc"])
+            doc = _json(row["doc"], dict)
+            if doc is None:
+                continue  # a damaged run is never a baseline
             if exclude and doc.get("run_id") == exclude:
                 continue
             if tag is not None and tag not in (doc.get("tags") or []):
@@ -188,38 +251,38 @@ class Store:
     # -- reading -------------------------------------------------------------------------------------------------
     def latest_run_id(self) -> str | None:
         with self._lock:
-            row = self._db.execute("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1").fetchone()
+            row = self._one("SELECT run_id FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1")
         return row["run_id"] if row else None
 
     def run(self, run_id: str) -> dict[str, Any]:
         with self._lock:
-            row = self._db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = self._one("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 # a unique prefix is enough, as with git hashes
-                rows = self._db.execute("SELECT doc FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created_at",
-                                        (len(run_id), run_id)).fetchall()
+                rows = self._run("SELECT doc FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created_at",
+                                 (len(run_id), run_id))
                 if len(rows) == 1:
                     row = rows[0]
         if row is None:
             known = ", ".join(r["run_id"] for r in self.runs(limit=5)) or "none"
             raise StoreError(f"no run {run_id!r} in {self.path} (latest: {known})", "see `edgeopt report --list`")
-        return json.loads(row["doc"])
+        return self._run_doc(row["doc"], run_id)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute(
+            rows = self._run(
                 "SELECT r.run_id, r.created_at, r.finished_at, r.status, r.targets, "
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.run_id) AS results, "
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.run_id AND x.valid = 1) AS valid "
-                "FROM runs r ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?", (limit,)).fetchall()
-        return [{**dict(r), "targets": json.loads(r["targets"] or "[]")} for r in rows]
+                "FROM runs r ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?", (limit,))
+        return [{**dict(r), "targets": _json(r["targets"] or "[]", list) or []} for r in rows]
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Full result documents of a run, ordered by result id (target name, then the order they ran in)."""
         with self._lock:
-            rows = self._db.execute("SELECT doc FROM results WHERE run_id = ? ORDER BY result_id",
-                                    (run_id,)).fetchall()
-        return [json.loads(r["doc"]) for r in rows]
+            rows = self._run("SELECT result_id, run_id, created_at, target, profile, format, doc FROM results "
+                             "WHERE run_id = ? ORDER BY result_id", (run_id,))
+        return [_result_doc(r) for r in rows]
 
     def query(self, *, target: str | None = None, profile: str | None = None, fmt: str | None = None,
               valid_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
@@ -233,9 +296,9 @@ class Store:
             clauses.append("valid = 1")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._run(
                 "SELECT result_id, run_id, created_at, target, profile, format, sha256, p50_ms, valid, error "
-                f"FROM results {where} ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit)).fetchall()
+                f"FROM results {where} ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit))
         return [dict(r) for r in rows]
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -246,7 +309,7 @@ class Store:
         atomic_write_json(path, doc)
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -263,18 +326,68 @@ class Store:
 class _Transaction:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.path, exc) from exc
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.DatabaseError as err:
+            if exc_type is None:
+                raise store_error(self.path, err) from err
+
+
+def _json(text: Any, kind: type) -> Any:
+    """Stored JSON of the ``kind`` expected, else None (a damaged row)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def _result_doc(row: sqlite3.Row) -> dict[str, Any]:
+    """A stored result document; a damaged one comes back as an invalid result saying so (never a crash)."""
+    return _json(row["doc"], dict) or {
+        "schema": 1, **{k: row[k] for k in ("result_id", "run_id", "created_at", "target", "profile", "format")},
+        "valid": False, "error": {"kind": "store", "message": "the stored result document is damaged"}}
+
+
+def check_writable_dir(directory: Path) -> None:
+    """Create ``directory`` and prove a file can be created in it (a read-only mount, a file in the way)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgeopt-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise OutputError(f"results directory {directory} is not writable ({reason})",
+                          "choose a writable --results directory") from exc
+
+
+def store_error(path: Path, exc: sqlite3.DatabaseError, opening: bool = False) -> EdgeoptError:
+    """SQLite's error as one line that says what is wrong with the store and what to do."""
+    text = " ".join(str(exc).split())[:200]
+    low = text.lower()
+    if "readonly" in low or "read-only" in low:
+        return OutputError(f"results store {path} is not writable ({text})", "choose a writable --results directory")
+    if "locked" in low or "busy" in low:
+        return StoreError(f"results store {path} is locked by another process ({text})",
+                          "retry when the other edgeopt run has finished")
+    if "full" in low:
+        return OutputError(f"results store {path}: {text}", "free space or choose another --results directory")
+    if opening or "no such" in low or "malformed" in low or "not a database" in low:
+        return StoreError(f"cannot open results store {path}: {text}",
+                          "is it an edgeopt results database? move it away to start a new one")
+    return StoreError(f"results store {path}: {text}")
 
 
 def open_store(results_dir: str | Path | None = None, store: str | Path | None = None, *,
