@@ -22,14 +22,17 @@ from edgeopt.results.reader import (
     accuracy,
     agent_valid,
     cell_key,
+    document_problem,
     energy_per_inference,
     get,
     invalid_reasons,
     is_emulated,
+    mapping,
     number,
     samples,
     usable,
 )
+from edgeopt.results.reader import error as result_error
 
 
 def latency_gate(gates: Gates) -> LatencyGate | None:
@@ -95,19 +98,24 @@ def evaluate(current_docs: Iterable[dict[str, Any]], baseline_docs: Iterable[dic
             base[cell_key(doc)] = doc  # later (retried) results win
     latest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for doc in current_docs:
-        if not (doc.get("ci") or {}).get("superseded"):
+        if not mapping(doc, "ci").get("superseded"):
             latest[cell_key(doc)] = doc
     cells = []
     for key in sorted(latest):
         doc = latest[key]
         device, model, profile, fmt = key
-        cell = Cell(device, model, doc.get("profile") or profile, fmt, PASS, "", current=doc,
-                    attempts=(attempts or {}).get(key, (doc.get("ci") or {}).get("attempt", 1)))
-        error = doc.get("error")
+        stored_attempt = number(mapping(doc, "ci").get("attempt"))
+        cell = Cell(device, model, str(doc.get("profile") or profile), fmt, PASS, "", current=doc,
+                    attempts=(attempts or {}).get(key, int(stored_attempt) if stored_attempt else 1))
+        failure = result_error(doc)
+        problem = document_problem(doc)
         if not doc.get("valid"):
-            kind = (error or {}).get("kind", "error")
             cell.status = ERROR
-            cell.message = f"{kind} error: {(error or {}).get('message', 'no result')}"
+            cell.message = (f"{failure['kind']} error: {failure['message']}" if failure is not None
+                            else "error: no result")
+        elif problem is not None:  # a damaged stored document: shown, never compared
+            cell.status = INVALID
+            cell.message = f"invalid result document, not compared: {problem}"
         elif not agent_valid(doc):
             cell.status = INVALID
             cell.message = ("measurement invalid after %d attempt(s), not compared: %s"
