@@ -17,7 +17,7 @@ from edgeopt import __version__
 from edgeopt.bench.document import base_doc, error_doc, new_run_id, utc_now
 from edgeopt.bench.options import BenchOptions, DevicePlan
 from edgeopt.bench.plan import open_transport
-from edgeopt.bench.run import cancel_on_sigint, run_parallel
+from edgeopt.bench.run import Collector, cancel_on_sigint, run_parallel
 from edgeopt.bench.worker import RunContext, remote_workdir, run_device
 from edgeopt.bench.zipapp import agent_zipapp
 from edgeopt.ci.baseline import resolve_baseline
@@ -53,7 +53,7 @@ def rerun(plan: DevicePlan, ctx: RunContext, docs: list[dict[str, Any]], which: 
     superseded)."""
     retry_plan = dataclasses.replace(plan, jobs=[plan.jobs[i] for i in which])
     retry_ctx = RunContext(ctx.opts, ctx.run_id, ctx.agent, ctx.agent_sha, retry_store(ctx.on_result, suffix),
-                         ctx.progress)
+                           ctx.progress, cancel=ctx.cancel)  # Ctrl-C stops a re-measure too
     again = run_device(retry_plan, retry_ctx)
     for i, new in zip(which, again):
         old = docs[i]
@@ -106,6 +106,8 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
         if void_if_lock_lost(lock, ctx, docs, info):
             return docs, info
         for attempt in range(2, retries + 2):
+            if ctx.cancel.is_set():
+                break
             bad = [i for i, d in enumerate(docs) if d.get("valid") and not agent_valid(d)]
             if not bad:
                 break
@@ -118,7 +120,7 @@ def device_worker(cp: CellPlan, ctx: RunContext, lab: Lab, job_name: str, retrie
         gate = latency_gate(lab.gates)
         confirm = lab.gates.latency.confirm if lab.gates.latency is not None else 0
         for round_ in range(1, confirm + 1):
-            if gate is None or not baseline:
+            if gate is None or not baseline or ctx.cancel.is_set():
                 break
             slow = [i for i, d in enumerate(docs) if usable(d) and not is_emulated(d) and cell_key(d) in baseline
                     and compare_latency(
@@ -205,7 +207,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
         job_name = opts.job or os.environ.get("GITHUB_RUN_ID") or os.environ.get("CI_JOB_ID") or run_id
         models = {path: name for p in plans for path, name in p.models.items()}
 
-        def on_result(doc: dict[str, Any]) -> None:
+        def store_result(doc: dict[str, Any]) -> None:
             ci = doc.setdefault("ci", {})
             ci.setdefault("device", doc["target"])
             ci.setdefault("model", models.get((doc.get("artifact") or {}).get("path") or "", "default"))
@@ -224,7 +226,8 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
             "ci": {"lab": lab.name, "lab_file": lab.source_file, "job": job_name, "baseline": baseline.to_json(),
                    "verdict": "running"},
         })
-        ctx = RunContext(bench_opts, run_id, agent, agent_sha, on_result, progress)
+        collector = Collector(store_result)  # closed before the run is finished: a late worker stores nothing
+        ctx = RunContext(bench_opts, run_id, agent, agent_sha, collector.add, progress)
         docs: list[dict[str, Any]] = []
         devices: dict[str, Any] = {}
         status = "interrupted"
@@ -247,6 +250,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
                     devices[info["device"]] = info
             status = "interrupted" if ctx.cancel.is_set() else "complete"
         finally:
+            collector.close()
             cells = evaluate(docs, baseline.docs, lab.gates)
             result = CIResult(run_id, lab.name, cells, baseline.to_json(), lab.infra_errors_fail, devices,
                               time.perf_counter() - t0, str(store.path), gates=lab.gates.model_dump())
