@@ -7,7 +7,6 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeopt.bench import DevicePlan, Job, find_artifacts
 from edgeopt.build import BuildRequest, build
@@ -22,9 +21,7 @@ from edgeopt.errors import ConfigError
 @dataclass
 class CellPlan:
     plan: DevicePlan
-    device: Any  # lab.Device
     models: dict[str, str]  # artifact path -> model name
-    lock_path: str | None = None
 
 
 def load_device_target(lab: Lab, name: str) -> Target:
@@ -110,5 +107,5 @@ def plan_lab(lab: Lab, opts: CIOptions, progress: CIProgress | None = None) -> l
                 command_timeout=lab.bench.timeout, accept_new_host_key=device.accept_new_host_key,
                 known_hosts=lab.path(device.known_hosts), ssh_config=lab.path(device.ssh_config) or opts.ssh_config)
         plans.append(CellPlan(DevicePlan(target=target, jobs=jobs, transport_kind=transport, python=python,
-                                         spec=spec), device, models))
+                                         spec=spec), models))
     return plans

@@ -172,11 +172,6 @@ def _glob(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name.lower()) is not None
 
 
-def known_hosts_lines(path: Path, name: str) -> list[int]:
-    """1-based line numbers of ``path`` holding a key for ``name`` (plain or hashed entries)."""
-    return [line.number for line in read_known_hosts(path) if line.marker is None and names_match(line.names, name)]
-
-
 def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
     """Append ``name key`` to the known_hosts file ``path`` with an atomic rewrite (temp file + rename),
     keeping the file's mode (0600 for a new file). Safe against concurrent callers in this process and

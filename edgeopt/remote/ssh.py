@@ -33,7 +33,6 @@ from edgeopt.remote.host_keys import (
     KnownHosts,
     fingerprint,
     host_key_name,
-    known_hosts_lines,
     record_host_key,
 )
 from edgeopt.remote.ssh_config import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, ConnectionSpec, ResolvedConnection
@@ -389,6 +388,5 @@ __all__: Sequence[str] = (
     "describe_connect_error",
     "fingerprint",
     "host_key_name",
-    "known_hosts_lines",
     "record_host_key",
 )
