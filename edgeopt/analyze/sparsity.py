@@ -15,16 +15,15 @@ def tflite_weight_sparsity(path: Any, min_weights: int = 0) -> dict[str, Any]:
     """Zero elements in the constant weight tensors (input 1) of the conv/FC ops of a .tflite file, as stored
     (int8 for quantised models: a zero there is a zero weight, whatever the scale). ``pruned`` counts only the
     tensors with at least ``min_weights`` elements (the ones a profile with that ``min_weights`` prunes)."""
-    from edgeopt.analyze.tflite import interpreter
+    from edgeopt.analyze.tflite import graph
 
-    it = interpreter(str(path))
+    it, ops, tensors = graph(str(path))
     it.allocate_tensors()
-    tensors = {t["index"]: t for t in it.get_tensor_details()}
-    produced = {i for op in it._get_ops_details() for i in op["outputs"]}  # noqa: SLF001
+    produced = {i for op in ops for i in op["outputs"]}
     zeros = total = 0
     rows = []
     seen: set[int] = set()
-    for op in it._get_ops_details():  # noqa: SLF001
+    for op in ops:
         slot = WEIGHT_OPS.get(op["op_name"])
         if slot is None or len(op["inputs"]) <= slot:
             continue

@@ -32,7 +32,8 @@ def tensor_io(detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _graph(model: bytes | str) -> tuple[Any, list[dict[str, Any]], dict[int, dict[str, Any]]]:
+def graph(model: bytes | str) -> tuple[Any, list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """(interpreter, its ops as LiteRT lists them, tensor details by index)."""
     it = interpreter(model)
     ops = it._get_ops_details()  # noqa: SLF001 - the only public-ish op listing LiteRT has
     tensors = {t["index"]: t for t in it.get_tensor_details()}
@@ -40,7 +41,7 @@ def _graph(model: bytes | str) -> tuple[Any, list[dict[str, Any]], dict[int, dic
 
 
 def op_tensor_dtypes(model: bytes | str) -> list[tuple[str, list[str], list[str]]]:
-    _, ops, tensors = _graph(model)
+    _, ops, tensors = graph(model)
     rows = []
     for op in ops:
         ins = [np.dtype(tensors[i]["dtype"]).name for i in op["inputs"] if i >= 0 and i in tensors]
@@ -50,7 +51,7 @@ def op_tensor_dtypes(model: bytes | str) -> list[tuple[str, list[str], list[str]
 
 
 def inspect(model: bytes | str) -> dict[str, Any]:
-    it, ops, tensors = _graph(model)
+    it, ops, tensors = graph(model)
     produced = {i for op in ops for i in op["outputs"]}
     graph_inputs = {d["index"] for d in it.get_input_details()}
     params = 0
