@@ -17,8 +17,18 @@ from edgeopt.ci.judge import evaluate
 from edgeopt.config.lab import Gates
 from edgeopt.remote.session import NonFinite, loads_strict
 from edgeopt.report import result_row
-from edgeopt.results.reader import (accuracy, agent_valid, cell_key, document_problem, energy_per_inference,
-                                    invalid_reasons, is_emulated, latency_p50, samples, usable)
+from edgeopt.results.reader import (
+    accuracy,
+    agent_valid,
+    cell_key,
+    document_problem,
+    energy_per_inference,
+    invalid_reasons,
+    is_emulated,
+    latency_p50,
+    samples,
+    usable,
+)
 
 PROFILE = settings(max_examples=200, derandomize=True, deadline=None)
 

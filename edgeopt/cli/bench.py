@@ -6,14 +6,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeopt.bench import DEFAULT_TIMEOUT, BenchOptions, BenchRun, bench
-from edgeopt.bench.options import split_values
-from edgeopt.cli.args import positive_int
-from edgeopt.cli.console import BenchLineProgress, RichProgress, stdout_console
+from edgeopt.cli.args import add_later, positive_int
+from edgeopt.cli.console import RichProgress, stdout_console
+
+if TYPE_CHECKING:
+    from edgeopt.bench import BenchOptions, BenchRun
 
 
 def _options_from_args(args: argparse.Namespace) -> BenchOptions:
+    from edgeopt.bench import BenchOptions
+    from edgeopt.bench.options import split_values
+
     return BenchOptions(
         targets=args.target or ["local"], models=[Path(m) for m in args.models or []],
         profiles=split_values(args.profile) or None, formats=split_values(args.format) or None,
@@ -62,6 +67,9 @@ def _print_failures(run: BenchRun) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from edgeopt.bench import bench
+    from edgeopt.cli.lines import BenchLineProgress
+
     opts = _options_from_args(args)
     err = Console(stderr=True, highlight=False)
     if args.json or not err.is_terminal:
@@ -87,6 +95,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = sub.add_parser("bench", help="run artifacts on devices (push by hash, run the agent, store results)",
                        description="Benchmark built artifacts (or ready .tflite/.onnx files) on one or more "
                                    "devices in parallel; results go to the results store.")
+    add_later(b, _arguments)  # --timeout's default comes from edgeopt.bench: imported only for `edgeopt bench`
+    b.set_defaults(func=cmd_bench)
+
+
+def _arguments(b: argparse.ArgumentParser) -> None:
+    from edgeopt.bench import DEFAULT_TIMEOUT
+
     b.add_argument("models", nargs="*", metavar="MODEL",
                    help="ready .tflite/.onnx files to run instead of built artifacts (random inputs)")
     b.add_argument("--target", "-t", action="append",
@@ -136,4 +151,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     out.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
     out.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     out.add_argument("-v", "--verbose", action="store_true", help="one line per result as it arrives")
-    b.set_defaults(func=cmd_bench)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.cli.args import positive_int
+from edgeopt.cli.args import add_later, positive_int
 from edgeopt.cli.console import RichReporter, stdout_console
 from edgeopt.errors import ConfigError
 
@@ -191,8 +191,6 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``build``, ``targets`` and ``profiles``."""
-    from edgeopt.build.search import OBJECTIVES
-
     b = sub.add_parser("build", help="convert a model into TFLite/ONNX artifacts for a target and profiles")
     b.add_argument("model", nargs="?", help=".keras/.h5/.onnx file or SavedModel dir (default: bundled MNIST example)")
     b.add_argument("--target", "-t", default="local", help="target name or YAML file (default: local)")
@@ -209,7 +207,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "instead of refusing the data")
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
-    add_search_arguments(b, OBJECTIVES)
+    add_later(b, _search_arguments)  # the objectives come from edgeopt.build.search (bench, numpy, pydantic)
     b.set_defaults(func=cmd_build)
 
     t = sub.add_parser("targets", help="list the targets (devices) defined")
@@ -218,6 +216,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("profiles", help="list the profiles (optimisation recipes) defined")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles)
+
+
+def _search_arguments(build_parser: argparse.ArgumentParser) -> None:
+    from edgeopt.build.search import OBJECTIVES
+
+    add_search_arguments(build_parser, OBJECTIVES)
 
 
 def add_search_arguments(build_parser: argparse.ArgumentParser, objectives: tuple[str, ...]) -> None:

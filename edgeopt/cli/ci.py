@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 from edgeopt.cli.args import positive_int
-from edgeopt.cli.console import CILineProgress
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
     from edgeopt.ci import ERROR, INVALID, CIOptions, run_ci
     from edgeopt.ci.gate import REGRESSION
+    from edgeopt.cli.lines import CILineProgress
     from edgeopt.report.markdown import markdown_summary
     from edgeopt.report.write import write_reports
 

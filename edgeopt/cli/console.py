@@ -1,18 +1,21 @@
 """Everything the command line shows while work runs: consoles, progress bars, plain progress lines.
 
 Names and messages that come from devices, files or results are printed as text, never as Rich markup (a
-``[/x]`` in a device's error message prints literally)."""
+``[/x]`` in a device's error message prints literally).
+
+This module is imported whenever ``edgeopt`` starts, so it loads no library package at module level (no
+``edgeopt.bench``, ``edgeopt.ci``: numpy, pydantic, SQLite, paramiko). The plain-line progress classes, which
+subclass the bench and CI progress bases, live in :mod:`edgeopt.cli.lines` and are re-exported here on first
+use."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any
 
-from edgeopt.bench.progress import SilentProgress
-from edgeopt.build import Reporter
-from edgeopt.ci.progress import CIProgress
-from edgeopt.results.reader import agent_valid, error, invalid_reasons, text
+from edgeopt.build.reporter import Reporter
+from edgeopt.cli.labels import p50_text, result_label, sent_text
+from edgeopt.results.reader import error
 
 
 def stderr_console() -> Any:
@@ -109,63 +112,19 @@ class RichProgress:
                               total=None, completed=0)
 
     def result(self, target: str, doc: dict[str, Any]) -> None:
-        label = _label(doc)
+        label = result_label(doc)
         failure = error(doc)
         if failure:
             self._progress.console.print(f"{target} {label}: {failure['message']}", style="red", markup=False)
         elif self.verbose:
-            self._progress.console.print(f"{target} {label}: p50 {_ms(doc)} ms, sent {_sent(doc)} B", markup=False)
+            self._progress.console.print(f"{target} {label}: p50 {p50_text(doc)} ms, sent {sent_text(doc)} B",
+                                         markup=False)
 
 
-def _label(doc: dict[str, Any]) -> str:
-    return f"{text(doc, 'profile') or text(doc, 'artifact', 'file')}/{text(doc, 'format')}"
+def __getattr__(name: str) -> Any:
+    """``BenchLineProgress`` and ``CILineProgress`` from :mod:`edgeopt.cli.lines`, imported on first use."""
+    if name in ("BenchLineProgress", "CILineProgress"):
+        from edgeopt.cli import lines
 
-
-def _ms(doc: dict[str, Any]) -> str:
-    return text(doc, "agent", "latency_ms", "p50") or "None"
-
-
-def _sent(doc: dict[str, Any]) -> str:
-    return text(doc, "transfer", "total") or "-"
-
-
-class BenchLineProgress(SilentProgress):
-    """-v without a terminal: one plain line per event that matters."""
-
-    def __init__(self, console: Any, verbose: bool) -> None:
-        self.console = console
-        self.verbose = verbose
-
-    def running(self, target: str, label: str, index: int, count: int) -> None:
-        self.console.print(f"{target}: run {label} ({index}/{count})", markup=False)
-
-    def result(self, target: str, doc: dict[str, Any]) -> None:
-        failure = error(doc)
-        what = f"error: {failure['message']}" if failure else f"p50 {_ms(doc)} ms"
-        self.console.print(f"{target}: {_label(doc)} {what}, sent {_sent(doc)} B", markup=False)
-
-
-class CILineProgress(CIProgress):
-    """Plain lines on stderr (a CI log): devices, locks, results, retries."""
-
-    def __init__(self, verbose: bool = False, stream: Any = None) -> None:
-        self.verbose = verbose
-        self.stream = stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def note(self, text: str) -> None:
-        with self._lock:
-            print(f"edgeopt ci: {text}", file=self.stream, flush=True)
-
-    def device(self, target: str, status: str) -> None:
-        if self.verbose:
-            self.note(f"{target}: {status}")
-
-    def result(self, target: str, doc: dict[str, Any]) -> None:
-        failure = error(doc)
-        if failure:
-            self.note(f"{target} {_label(doc)}: {failure['kind']}: {failure['message']}")
-        elif self.verbose:
-            count = text(doc, "agent", "latency_ms", "count")
-            extra = "" if agent_valid(doc) else " INVALID: " + "; ".join(invalid_reasons(doc))
-            self.note(f"{target} {_label(doc)}: p50 {_ms(doc)} ms ({count} runs){extra}")
+        return getattr(lines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

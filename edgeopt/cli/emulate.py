@@ -9,10 +9,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeopt.cli.args import positive_int
-from edgeopt.emulate import RECIPES, Connection, EmulatedDevice, recipe
+from edgeopt.cli.args import add_later, positive_int
+
+if TYPE_CHECKING:
+    from edgeopt.emulate import Connection, EmulatedDevice
 
 
 def progress_line(line: str) -> None:
@@ -20,6 +22,8 @@ def progress_line(line: str) -> None:
 
 
 def device(args: argparse.Namespace) -> EmulatedDevice:
+    from edgeopt.emulate import EmulatedDevice, recipe
+
     return EmulatedDevice(recipe(args.device), workdir=args.dir, port=getattr(args, "port", None))
 
 
@@ -75,6 +79,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="An emulated device: a Debian arm64 root filesystem run through qemu-user on "
                        "this host's kernel, with its own aarch64 sshd on 127.0.0.1. Needs root. Its latency is "
                        "meaningless (results are flagged 'emulated'); use it for 'runs on aarch64' and parity.")
+    add_later(e, _arguments)  # the device kinds come from edgeopt.emulate: imported only for `edgeopt emulate`
+
+
+def _arguments(e: argparse.ArgumentParser) -> None:
+    from edgeopt.emulate import RECIPES
+
     e.add_argument("device", choices=sorted(RECIPES), help="device kind")
     actions = e.add_subparsers(dest="action", required=True)
     helps = {"build": "build the root filesystem once (cached; later builds only restore it)",

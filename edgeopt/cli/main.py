@@ -12,6 +12,7 @@ from typing import Any, NoReturn, Sequence
 
 from edgeopt import __version__
 from edgeopt.cli import bench, build, ci, emulate, report
+from edgeopt.cli.args import LazySubParsers
 from edgeopt.errors import EdgeoptError
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception, i.e. a bug in edgeopt
@@ -28,7 +29,9 @@ def parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="edgeopt", description="Take a trained model to edge devices and prove "
                                  "how it runs there.")
     ap.add_argument("--version", action="version", version=f"edgeopt {__version__}")
-    # the sub-parsers are OneLineParsers too; the register() functions only need the ArgumentParser API
+    # the sub-parsers are OneLineParsers too; the register() functions only need the ArgumentParser API. They
+    # import no library: what needs one (a default, choices) is added when that sub-command is chosen (add_later)
+    ap.register("action", "parsers", LazySubParsers)
     sub: Any = ap.add_subparsers(dest="command", required=True)
     build.register(sub)  # build, targets, profiles
     bench.register(sub)
