@@ -230,3 +230,27 @@ def test_greedy_planner_places_by_size_and_lifetime() -> None:
     assert [b.offset for b in bufs] == [0, 112, 0]
     bufs = [memory_plan.Buffer(0, 32, 0, 0), memory_plan.Buffer(1, 48, 1, 1), memory_plan.Buffer(2, 16, 0, 1)]
     assert memory_plan.greedy_plan(bufs) == 64 and [b.offset for b in bufs] == [0, 0, 48]
+
+
+def test_smallest_working_doubles_then_bisects() -> None:
+    from edgeopt.convert.tflm.arena import smallest_working
+
+    for exact in (1, 63, 64, 65, 4097, 28_644, 100_000):
+        probes: dict[bool, list[int]] = {True: [], False: []}
+        for from_last in (True, False):
+            def works(n: int, log: list[int] = probes[from_last], e: int = exact) -> bool:
+                log.append(n)
+                return n >= e
+
+            assert smallest_working(works, 64, 1 << 20, from_last_failure=from_last) == exact
+            assert exact - 1 in probes[from_last] or exact == 1
+        assert len(probes[True]) <= len(probes[False])  # from the last failing size: no more probes than from 0
+    assert smallest_working(lambda n: False, 64, 1000) is None
+
+
+def test_library_code_does_not_print() -> None:
+    """Only edgeopt.cli prints: the TFLM pass reports progress through the ``note`` callback."""
+    root = Path(tflm.__file__).parent
+    offenders = [f"{p.name}:{i}" for p in sorted(root.glob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"(?<![\w.])print\(", line)]
+    assert not offenders, offenders

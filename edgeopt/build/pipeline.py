@@ -20,6 +20,7 @@ import numpy as np
 from edgeopt import __version__
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
+from edgeopt.build.reporter import Reporter
 from edgeopt.config import Profile, Target
 from edgeopt.errors import ConversionError, EdgeoptError, ModelError
 from edgeopt.inputs.data import Dataset, check_against_model, check_labels, load_dataset
@@ -40,16 +41,6 @@ def tool_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "missing"
     return out
-
-
-class Reporter:
-    """What the pipeline tells the user; the CLI renders it (progress bars, -v), tests may ignore it."""
-
-    def start(self, total_steps: int) -> None: ...
-    def step(self, profile: str, what: str) -> None: ...
-    def done(self, profile: str, what: str, seconds: float, detail: str = "") -> None: ...
-    def artifact_done(self) -> None: ...
-    def note(self, message: str) -> None: ...
 
 
 @dataclass
@@ -270,7 +261,7 @@ class Pipeline:
 
                 tflm = timed("tflm-firmware", lambda: build_firmware(
                     stage / "model.tflite", target, stage / "firmware", sample_input=reference["x"][0],
-                    eval_inputs=reference["x"]))
+                    eval_inputs=reference["x"], note=self.rep.note))
             atomic_write_bytes(stage / "reference.npz", _npz_bytes(reference))
             manifest = Manifest({
                 "schema": 1,

@@ -55,11 +55,16 @@ __all__ = ["BudgetError", "CM7_FLAGS", "CODE_SIZE_OVERHEAD_BYTES", "FILES", "RES
            "build_firmware", "compile_check", "quantize_input", "run_tflm", "try_arena"]
 
 
+def _no_note(message: str) -> None:
+    """The default ``note``: progress lines go nowhere."""
+
+
 def analyse(model: bytes, target: Target, sample_input: np.ndarray, eval_inputs: np.ndarray | None, *,
             code_overhead_bytes: int = CODE_SIZE_OVERHEAD_BYTES, emulate: bool = True,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything except writing files: ops, host and target arenas, estimate, parity, the target run, budgets.
-    ``emulate=False`` skips the emulated target (host figures only). Raises typed errors."""
+    ``emulate=False`` skips the emulated target (host figures only); ``progress`` gets the progress lines of a
+    TFLM library build. ``a["tflm_flags"]``: TFLM's flags for the target when it ran. Raises typed errors."""
     graph = read_graph(model)
     ops = resolver_ops(graph)
     check_quantization(graph)
@@ -75,10 +80,11 @@ def analyse(model: bytes, target: Target, sample_input: np.ndarray, eval_inputs:
     exact, search = find_exact_arena(model, sample_q, start=max(4096, 2 * static["total_bytes"]))
     outs, allocs = run_tflm(model, exact, sample_q[None], allocations=True)
     host = host_arena(exact, search, allocs)
-    par = check_parity(model, recommended_arena(exact), eval_q, out_io)
+    par, host_eval_outputs = check_parity(model, recommended_arena(exact), eval_q, out_io)
     a: dict[str, Any] = {
         "model": model, "graph": graph, "ops": ops, "in_io": in_io, "out_io": out_io, "sample_q": sample_q,
-        "eval_q": eval_q, "expected": outs[0], "host_arena": host,
+        "eval_q": eval_q, "expected": outs[0], "host_arena": host, "host_eval_outputs": host_eval_outputs,
+        "tflm_flags": None,
         "summary": {
             "runtime": "tflite-micro", "tflm_version": tflm_version(),
             "model_bytes": len(model), "model_sha256": sha256_bytes(model),
@@ -87,7 +93,7 @@ def analyse(model: bytes, target: Target, sample_input: np.ndarray, eval_inputs:
         },
     }
     if emulate:
-        tgt, run = run_on_target(model, a, progress)
+        tgt, run, a["tflm_flags"] = run_on_target(model, a, progress)
     else:
         tgt = run = not_run("not requested (emulate=False)")
     arena = arena_section(host, tgt)
@@ -104,21 +110,24 @@ def analyse(model: bytes, target: Target, sample_input: np.ndarray, eval_inputs:
 
 def build_firmware(tflite_path: Path, target: Target, out_dir: Path, *, sample_input: np.ndarray,
                    eval_inputs: np.ndarray | None, code_overhead_bytes: int = CODE_SIZE_OVERHEAD_BYTES,
-                   compile: bool = True, emulate: bool = True) -> dict[str, Any]:
+                   compile: bool = True, emulate: bool = True, note: Callable[[str], None] = _no_note
+                   ) -> dict[str, Any]:
     """Write the TFLM firmware bundle for ``tflite_path`` into ``out_dir``; return the manifest's ``tflm`` section.
 
     ``sample_input``: one float sample (as the float model takes it; quantised here as the model input takes it).
     ``eval_inputs``: N float samples for the parity checks (host TFLM vs LiteRT; emulated target vs both), or None.
     ``emulate``: run the bundle on the emulated Cortex-M7 when a TFLM source and the tools are there.
+    ``note``: gets progress lines (a TFLM library build takes minutes); nothing is printed here.
     """
     tflite_path, out_dir = Path(tflite_path), Path(out_dir)
     model = tflite_path.read_bytes()
-    a = analyse(model, target, sample_input, eval_inputs, code_overhead_bytes=code_overhead_bytes, emulate=emulate)
+    a = analyse(model, target, sample_input, eval_inputs, code_overhead_bytes=code_overhead_bytes, emulate=emulate,
+                progress=note)
     s = a["summary"]
     files = render_sources(model, a, target)
     for name, text in files.items():
         atomic_write_bytes(out_dir / name, text.encode())
-    s["compile"] = compile_check(out_dir) if compile else {"skipped": "compile=False"}
+    s["compile"] = compile_check(out_dir, a["tflm_flags"]) if compile else {"skipped": "compile=False"}
     s["files"] = {name: {"sha256": sha256_bytes(text.encode()), "bytes": len(text.encode())}
                   for name, text in files.items()}
     atomic_write_bytes(out_dir / "manifest.json", (json.dumps({"schema": 1, "tflm": s}, indent=2) + "\n").encode())

@@ -2,11 +2,13 @@
 the static estimate of ``edgeopt.analyze.memory_plan`` set next to it.
 
 The exact arena is the smallest size with which ``AllocateTensors()`` and ``Invoke()`` on the sample both succeed,
-found by doubling then bisection (``find_exact_arena()``).
+found by doubling then bisection (``find_exact_arena()``, with ``smallest_working()``, which the target's
+search in ``target_arena`` uses too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,28 +47,43 @@ def static_estimate(model: bytes) -> dict[str, Any]:
     return memory_plan.estimate(model)
 
 
-def find_exact_arena(model: bytes, sample_q: np.ndarray, start: int = 4096) -> tuple[int, dict[str, Any]]:
-    """Smallest arena (bytes) that allocates and runs: doubling, then bisection on [fails, works]."""
-    hi, probes = max(int(start), 64), 0
-    while True:
-        ok, log = try_arena(model, hi, sample_q)
-        probes += 1
-        if ok:
-            break
-        if hi >= MAX_ARENA_BYTES:
-            raise ConversionError(f"TensorFlow Lite Micro cannot run the model even with a {hi >> 20} MiB arena: "
-                                  f"{first_tflm_error(log)}", "check the model's ops and types in docs/tflm.md")
-        hi = min(hi * 2, MAX_ARENA_BYTES)
-    lo = 0  # assumed to fail
+def smallest_working(works: Callable[[int], bool], start: int, cap: int, *,
+                     from_last_failure: bool = True) -> int | None:
+    """Smallest ``n`` with ``works(n)``, assuming a larger size never fails where a smaller one works: doubling
+    from ``start`` (clamped to ``cap``) until a size works, then bisection on (fails, works]. The bisection starts
+    from the last size that failed while doubling (``from_last_failure``) or from 0 (taken to fail). None when
+    even ``cap`` fails."""
+    hi, failed = start, 0
+    while not works(hi):
+        if hi >= cap:
+            return None
+        failed, hi = hi, min(hi * 2, cap)
+    lo = failed if from_last_failure else 0
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        ok, _ = try_arena(model, mid, sample_q)
-        probes += 1
-        if ok:
+        if works(mid):
             hi = mid
         else:
             lo = mid
-    return hi, {"probes": probes}
+    return hi
+
+
+def find_exact_arena(model: bytes, sample_q: np.ndarray, start: int = 4096) -> tuple[int, dict[str, Any]]:
+    """Smallest arena (bytes) that allocates and runs: doubling, then bisection on [fails, works]."""
+    probes, last = 0, (0, "")  # the last probe's size and log
+
+    def works(n: int) -> bool:
+        nonlocal probes, last
+        ok, log = try_arena(model, n, sample_q)
+        probes, last = probes + 1, (n, log)
+        return ok
+
+    # from 0: host probes take milliseconds, and the manifest's probe count stays what it was
+    exact = smallest_working(works, max(int(start), 64), MAX_ARENA_BYTES, from_last_failure=False)
+    if exact is None:
+        raise ConversionError(f"TensorFlow Lite Micro cannot run the model even with a {last[0] >> 20} MiB arena: "
+                              f"{first_tflm_error(last[1])}", "check the model's ops and types in docs/tflm.md")
+    return exact, {"probes": probes}
 
 
 def host_arena(exact: int, search: dict[str, Any], allocs: dict[str, Any]) -> dict[str, Any]:

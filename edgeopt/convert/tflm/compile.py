@@ -41,8 +41,9 @@ def compile_check(out_dir: Path, tflm: TflmFlags | None = None) -> dict[str, Any
                                              check=True).stdout)
         berkeley = subprocess.run([size, str(obj)], capture_output=True, text=True, check=True).stdout
     nums = berkeley.strip().splitlines()[-1].split()
+    compiler = first_line([gxx, "--version"])
     res["model_data"] = {
-        "compiled": True, "compiler": first_line([gxx, "--version"]), "flags": CM7_FLAGS, "sections": sections,
+        "compiled": True, "compiler": compiler, "flags": CM7_FLAGS, "sections": sections,
         "text": int(nums[0]), "data": int(nums[1]), "bss": int(nums[2]), "flash_bytes": int(nums[0]) + int(nums[1]),
     }
     if tflm is None:
@@ -57,7 +58,7 @@ def compile_check(out_dir: Path, tflm: TflmFlags | None = None) -> dict[str, Any
         errors = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.strip().splitlines() or ["?"]
         raise ConversionError(f"generated main.cc/op_resolver.h do not compile against the TFLM headers: "
                               f"{errors[0][:300]}", "report the model: the generated harness is wrong")
-    res["harness"] = {"syntax_checked": True, "compiler": first_line([gxx, "--version"]),
+    res["harness"] = {"syntax_checked": True, "compiler": compiler,
                       "against": f"the TFLM headers of {tflm.tree} with TFLM's flags for the target",
                       "warnings": proc.stderr.count("warning:")}
     return res

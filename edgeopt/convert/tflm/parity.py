@@ -50,16 +50,16 @@ def compare(got: np.ndarray, ref: np.ndarray, out_dtype: str, against: str) -> d
     return res
 
 
-def compare_with_litert(model: bytes, arena: int, inputs_q: np.ndarray, out_io: dict[str, Any]) -> dict[str, Any]:
-    """TFLM (host) vs LiteRT on the same model and quantised inputs."""
-    tflm_out, _ = run_tflm(model, arena, inputs_q)
-    return compare(np.stack(tflm_out), litert_outputs(model, inputs_q), out_io["dtype"], "litert")
-
-
-def check_parity(model: bytes, arena: int, eval_q: np.ndarray | None, out_io: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``parity`` section (not checked without eval inputs); disagreement -> ``ConversionError``."""
+def check_parity(model: bytes, arena: int, eval_q: np.ndarray | None, out_io: dict[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """The manifest's ``parity`` section (not checked without eval inputs); disagreement -> ``ConversionError``.
+    With it the host outputs on ``eval_q`` (``{"tflm", "litert"}``, stacked; None without eval inputs), which the
+    target run compares its own with."""
+    outputs = None
     if eval_q is not None and len(eval_q):
-        par = compare_with_litert(model, arena, eval_q, out_io)
+        tflm_out, _ = run_tflm(model, arena, eval_q)
+        outputs = {"tflm": np.stack(tflm_out), "litert": litert_outputs(model, eval_q)}
+        par = compare(outputs["tflm"], outputs["litert"], out_io["dtype"], "litert")
     else:
         par = {"samples": 0, "ok": None, "reason": "no eval inputs given"}
     if par.get("ok") is False:
@@ -67,4 +67,4 @@ def check_parity(model: bytes, arena: int, eval_q: np.ndarray | None, out_io: di
         raise ConversionError(f"TensorFlow Lite Micro and LiteRT disagree on {par['values_beyond_tolerance']} output "
                               f"values of {par['samples']} samples (max difference {worst} {par['unit']})",
                               "report the model: a kernel differs beyond one quantisation step")
-    return par
+    return par, outputs

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgeopt.convert.tflm.arena import align
+from edgeopt.convert.tflm.arena import align, smallest_working
 from edgeopt.convert.tflm.qemu import Boot
 from edgeopt.errors import FirmwareBootError
 
@@ -47,20 +47,12 @@ def find_target_arena(probe: Callable[[int], Boot], start: int, capacity: int) -
                                 f"(harness code {b.rc}, qemu exit {b.exit_code}): {b.tail()}",
                                 "report the model: only a too-small arena may fail here")
 
-    hi = max(16, min(int(start), capacity))
-    while not works(hi):
-        if hi >= capacity:
-            raise FirmwareBootError(f"the model does not run on the emulated Cortex-M7 even with a {capacity:,}-byte "
-                                    f"arena: {boots[-1]['failed']}", "use a smaller model or profile")
-        hi = min(hi * 2, capacity)
-    lo = 0  # taken to fail; every other lo below was probed
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if works(mid):
-            hi = mid
-        else:
-            lo = mid
-    used = next(b["used"] for b in boots if b["arena"] == hi and b["ok"])
-    return hi, {"method": SEARCH_METHOD, "boots": len(boots), "seconds": round(time.perf_counter() - t0, 2),
-                "below_exact_failed": any(b["arena"] == hi - 1 and not b["ok"] for b in boots),
+    # each probe is a QEMU boot: the bisection starts from the last size that failed while doubling
+    exact = smallest_working(works, max(16, min(int(start), capacity)), capacity)
+    if exact is None:
+        raise FirmwareBootError(f"the model does not run on the emulated Cortex-M7 even with a {capacity:,}-byte "
+                                f"arena: {boots[-1]['failed']}", "use a smaller model or profile")
+    used = next(b["used"] for b in boots if b["arena"] == exact and b["ok"])
+    return exact, {"method": SEARCH_METHOD, "boots": len(boots), "seconds": round(time.perf_counter() - t0, 2),
+                "below_exact_failed": any(b["arena"] == exact - 1 and not b["ok"] for b in boots),
                 "arena_used_bytes_at_exact": used, "probes": boots}

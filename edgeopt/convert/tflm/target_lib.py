@@ -3,13 +3,15 @@
 TFLM's own Makefile does the work (``TARGET=cortex_m_qemu TARGET_ARCH=cortex-m7 OPTIMIZED_KERNEL_DIR=cmsis_nn``,
 Debian's ``arm-none-eabi-gcc``), in the cached copy of the source (``target_src.unpacked()``), with its output in
 ``cache_root()/tflm/lib-<key>/``; the key hashes the source's content, the make arguments and the compiler. A cold
-build takes minutes (~460 s on 2 cores) and prints progress lines on stderr; it runs once per key, under a file lock,
+build takes minutes (~460 s on 2 cores) and reports progress lines through the caller's ``progress`` callback
+(the build pipeline's notes); it runs once per key, under a file lock,
 staged in ``lib-<key>.partial/`` (an interrupted build resumes there) and renamed into place when complete.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -80,8 +82,14 @@ def build_key(src: TflmSource) -> str:
 
 
 def first_line(cmd: list[str]) -> str:
+    """The first line ``cmd`` prints (a tool's ``--version``), asked once per process."""
+    return _first_line(tuple(cmd))
+
+
+@functools.lru_cache(maxsize=32)
+def _first_line(cmd: tuple[str, ...]) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return cmd[0]
 
@@ -118,8 +126,9 @@ def flags(src: TflmSource) -> TflmFlags:
 
 
 def library(src: TflmSource, progress: Callable[[str], None] | None = None) -> TflmLibrary:
-    """``libtensorflow-microlite.a`` for the target, built on first use (minutes) and cached by content."""
-    say = progress or _stderr
+    """``libtensorflow-microlite.a`` for the target, built on first use (minutes) and cached by content;
+    ``progress`` gets the build's progress lines (default: none reported)."""
+    say = progress or _quiet
     t0 = time.perf_counter()
     fl = flags(src)
     final = cache_root() / "tflm" / f"lib-{fl.key}"
@@ -191,5 +200,5 @@ def _last_error(text: str) -> str:
     return ((errs or lines or ["no output"])[0])[:300]
 
 
-def _stderr(message: str) -> None:
-    print(f"edgeopt: {message}", file=sys.stderr, flush=True)
+def _quiet(message: str) -> None:
+    """No progress reported: library code does not print (edgeopt.cli does, through the pipeline's notes)."""

@@ -27,7 +27,7 @@ from edgeopt.convert.tflm.parity import compare, litert_outputs
 from edgeopt.convert.tflm.qemu import ICOUNT_SHIFT, INSTRUCTIONS_PER_TICK, PLATFORM, Boot, boot, elf_size, link
 from edgeopt.convert.tflm.runtime import run_tflm
 from edgeopt.convert.tflm.target_arena import TARGET_EXACT_MEANS, find_target_arena, probe_capacity
-from edgeopt.convert.tflm.target_lib import TflmLibrary, library, missing_tools
+from edgeopt.convert.tflm.target_lib import TflmFlags, TflmLibrary, library, missing_tools
 from edgeopt.convert.tflm.target_src import find_source, missing_reason
 from edgeopt.errors import FirmwareBootError
 
@@ -42,21 +42,23 @@ def not_run(reason: str) -> dict[str, Any]:
 
 
 def run_on_target(model: bytes, analysis: dict[str, Any], progress: Callable[[str], None] | None = None
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the manifest's ``arena.target``, its ``target_run``); both ``{"measured": False, "reason"}`` when skipped."""
+                  ) -> tuple[dict[str, Any], dict[str, Any], TflmFlags | None]:
+    """(the manifest's ``arena.target``, its ``target_run``, TFLM's flags for the target); the first two
+    ``{"measured": False, "reason"}`` and no flags when skipped. ``progress`` gets the library build's progress
+    lines. The host outputs on the eval inputs are ``analysis["host_eval_outputs"]`` when ``analyse()`` has them."""
     src = find_source()
     if src is None:
-        return not_run(missing_reason()), not_run(missing_reason())
+        return not_run(missing_reason()), not_run(missing_reason()), None
     missing = missing_tools()
     if missing:
         reason = f"{', '.join(missing)} not found: run scripts/system-deps.sh (Debian/Ubuntu)"
-        return not_run(reason), not_run(reason)
+        return not_run(reason), not_run(reason), None
     host = analysis["host_arena"]
     capacity = probe_capacity(host["exact_bytes"])
     if len(model) + capacity + CODE_ROOM > BOARD_RAM:
         reason = (f"a {len(model):,}-byte model with its arena does not fit the emulated board's {BOARD_RAM >> 20} MiB "
                   "(MPS2-AN500 SSRAM1 holds code, model and RAM)")
-        return not_run(reason), not_run(reason)
+        return not_run(reason), not_run(reason), None
     t0 = time.perf_counter()
     lib = library(src, progress)
     with tempfile.TemporaryDirectory(prefix="edgeopt-tflm-target-") as tmp:
@@ -87,7 +89,7 @@ def run_on_target(model: bytes, analysis: dict[str, Any], progress: Callable[[st
         "sources_sha256": {name: hashlib.sha256(text.encode()).hexdigest() for name, text in code.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    return target, run
+    return target, run, lib.flags
 
 
 def write_code(directory: Path, files: dict[str, str]) -> Path:
@@ -97,8 +99,10 @@ def write_code(directory: Path, files: dict[str, str]) -> Path:
 
 
 def eval_run(elf: Path, work: Path, analysis: dict[str, Any]) -> dict[str, Any]:
-    """Boot on the eval inputs (or the sample) under ``-icount``; compare with host TFLM and LiteRT."""
+    """Boot on the eval inputs (or the sample) under ``-icount``; compare with host TFLM and LiteRT (their outputs
+    on the eval inputs from ``analysis["host_eval_outputs"]``, computed by the parity check, else computed here)."""
     model_inputs = analysis["eval_q"] if analysis.get("eval_q") is not None else analysis["sample_q"][None]
+    known = analysis.get("host_eval_outputs") if analysis.get("eval_q") is not None else None
     xq = np.ascontiguousarray(model_inputs, dtype=analysis["in_io"]["dtype"])
     (work / "inputs.bin").write_bytes(xq.tobytes())
     b = boot(elf, ["inputs=inputs.bin", f"count={len(xq)}"], cwd=work, icount=True)
@@ -107,15 +111,19 @@ def eval_run(elf: Path, work: Path, analysis: dict[str, Any]) -> dict[str, Any]:
                                 f"Cortex-M7 (code {b.rc}): {b.tail()}", "report the model")
     out_dtype = analysis["out_io"]["dtype"]
     got = np.stack([np.frombuffer(o, dtype=out_dtype) for o in b.outputs])
-    host, _ = run_tflm(model_bytes(analysis), analysis["host_arena"]["exact_bytes"], xq)
-    vs_host = compare(got, np.stack(host), out_dtype, "tflite-micro on the build host")
+    if known is not None:
+        host, litert = known["tflm"], known["litert"]
+    else:
+        host, litert = (np.stack(run_tflm(model_bytes(analysis), analysis["host_arena"]["exact_bytes"], xq)[0]),
+                        litert_outputs(model_bytes(analysis), xq))
+    vs_host = compare(got, host, out_dtype, "tflite-micro on the build host")
     if not vs_host["ok"]:
         raise FirmwareBootError(f"the emulated Cortex-M7 and host TFLM disagree on {vs_host['values_beyond_tolerance']}"
                                 f" output values beyond tolerance", "report the model: a CMSIS-NN kernel differs")
     instructions = [t * INSTRUCTIONS_PER_TICK for t in b.ticks]
     return {
         "outputs": {"samples": len(xq), "vs_host_tflm": vs_host,
-                    "vs_litert": compare(got, litert_outputs(model_bytes(analysis), xq), out_dtype, "litert")},
+                    "vs_litert": compare(got, litert, out_dtype, "litert")},
         "qemu_icount": {"unit": "instructions", "icount_shift": ICOUNT_SHIFT,
                         "resolution_instructions": int(INSTRUCTIONS_PER_TICK),
                         "instructions_median": int(statistics.median(instructions)),

@@ -6,12 +6,14 @@ tflite-micro tree with its third-party ``downloads/`` in place) and ``extras/mps
 table that boots a TFLM ELF on QEMU's MPS2-AN500); ``scripts/fetch-tflm.sh`` makes one from the internet.
 
 The source is identified by its content (every file's path below the bundle root and bytes: an archive and the
-same tree unpacked get the same hash) and unpacked (or copied) once into ``cache_root()/tflm/src-<hash>/``, staged
+same tree unpacked get the same hash: an archive's hash is remembered per file version in the cache, a
+directory's once per process) and unpacked (or copied) once into ``cache_root()/tflm/src-<hash>/``, staged
 under a temporary name and renamed into place.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,7 +76,7 @@ def find_source() -> TflmSource | None:
         path = Path(explicit).expanduser()
         if path.is_dir():
             check_layout(path)
-            return TflmSource(path.resolve(), ENV_VAR, tree_sha256(path))
+            return TflmSource(path.resolve(), ENV_VAR, _tree_sha256_once(path.resolve()))
         if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
             return TflmSource(path.resolve(), ENV_VAR, archive_sha256(path))
         raise TflmSourceError(f"{ENV_VAR}={explicit} is neither a directory nor a .tar.gz file",
@@ -116,6 +118,13 @@ def tree_sha256(root: Path) -> str:
     """Content hash of a tree: every file's relative path and bytes."""
     return content_sha256((rel.as_posix(), hashlib.sha256((root / rel).read_bytes()).digest())
                           for rel in tree_files(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _tree_sha256_once(root: Path) -> str:
+    """``tree_sha256()`` once per process and tree (a build asks ``find_source()`` several times; hashing a
+    TFLM tree reads thousands of files). A tree edited while one process runs keeps its first hash there."""
+    return tree_sha256(root)
 
 
 def archive_sha256(path: Path) -> str:
