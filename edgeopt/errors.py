@@ -134,3 +134,9 @@ class Interrupted(EdgeoptError):
     """The user interrupted the run (Ctrl-C): device commands were killed, the run is stored as interrupted."""
 
     exit_code = 130
+
+
+class StoreUnavailable(StoreError):
+    """The results store's server (PostgreSQL) cannot be reached, or went away mid-run (infrastructure error)."""
+
+    exit_code = 3

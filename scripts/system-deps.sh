@@ -2,7 +2,7 @@
 # System packages the test suite needs: a real OpenSSH server for the loopback device tests; the Arm
 # cross-compiler, newlib and qemu-system-arm that build TensorFlow Lite Micro for Cortex-M7 and boot it
 # (mps2-an500); qemu-user-static + debootstrap + binfmt-support + zstd for the emulated aarch64 (Raspberry-Pi-like)
-# device. (TFLM's Makefile runs python3 with numpy + Pillow at parse time: the project's .venv has both.)
+# device; PostgreSQL server binaries for the results-store tests. (TFLM's Makefile runs python3 with numpy + Pillow at parse time: the project's .venv has both.)
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -14,6 +14,7 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=
 command -v update-binfmts >/dev/null 2>&1 || [ -x /usr/sbin/update-binfmts ] || need+=(binfmt-support)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)  # the device lock is also tested under busybox sh
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # a real server for the store tests
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: missing ${need[*]}; install with: sudo apt-get install -y ${need[*]}" >&2

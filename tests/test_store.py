@@ -1,15 +1,50 @@
-"""The results store (SQLite + JSON copies): round trip, ordering, lookups, concurrent writers, bad files."""
+"""The results store (SQLite or PostgreSQL + JSON copies): round trip, ordering, lookups, concurrent writers (threads
+and processes), damaged documents, bad files. Backend-neutral tests run against both backends (``backend``
+fixture): SQLite in a temp dir, and a fresh database on a real PostgreSQL server (tests/pg.py)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+from pg import PgServer, pg_server_fixture  # noqa: F401  (the session's PostgreSQL server: pg_server)
 
 from edgeopt.results.store import SCHEMA_VERSION, Store, StoreError, open_store, safe_name
+
+
+class Backend:
+    """Where a test's store lives: ``open()`` it (JSON copies under ``results``), ``sql()`` behind its back."""
+
+    def __init__(self, name: str, results: Path, location: str) -> None:
+        self.name, self.results, self.location = name, results, location
+
+    def open(self, create: bool = True) -> Store:
+        return open_store(self.results, self.location, create=create)
+
+    def sql(self, *statements: str) -> None:
+        if self.name == "sqlite":
+            _sqlite(Path(self.location), *statements)
+            return
+        import psycopg
+
+        with psycopg.connect(self.location, autocommit=True) as db:
+            for statement in statements:
+                db.execute(statement)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    results = tmp_path / "results"
+    if request.param == "sqlite":
+        return Backend("sqlite", results, str(results / "edgeopt.sqlite"))
+    server: PgServer = request.getfixturevalue("pg_server")
+    return Backend("postgres", results, server.new_database())
 
 
 def result(run_id: str, n: int, *, target: str = "rpi4", profile: str | None = "int8", valid: bool = True,
@@ -29,14 +64,15 @@ def begin(store: Store, run_id: str, created: str = "2026-11-28T10:00:00.000+00:
     store.begin_run({"run_id": run_id, "created_at": created, "targets": ["rpi4"], "command": "edgeopt bench"})
 
 
-def test_round_trip_sqlite_and_json(tmp_path: Path):
-    with open_store(tmp_path / "results") as store:
+def test_round_trip_and_json(backend: Backend):
+    tmp_path = backend.results.parent
+    with backend.open() as store:
         begin(store, "run-a")
         docs = [result("run-a", 1), result("run-a", 2, valid=False), result("run-a", 3, profile=None)]
         paths = [store.add_result(d) for d in docs]
         store.finish_run("run-a", "2026-11-28T10:01:00+00:00", "failed", {"results": 3, "valid": 2})
     # a fresh connection reads back exactly what was written
-    with open_store(tmp_path / "results", create=False) as store:
+    with backend.open(create=False) as store:
         assert store.latest_run_id() == "run-a"
         assert store.results("run-a") == docs
         run = store.run("run-a")
@@ -54,6 +90,11 @@ def test_round_trip_sqlite_and_json(tmp_path: Path):
     for doc, path in zip(docs, paths):
         assert json.loads(path.read_text()) == doc
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_sqlite_schema_version_and_indexes(tmp_path: Path):
+    with open_store(tmp_path / "results") as store:
+        begin(store, "run-a")
     db = sqlite3.connect(tmp_path / "results" / "edgeopt.sqlite")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -63,8 +104,8 @@ def test_round_trip_sqlite_and_json(tmp_path: Path):
             "doc"} <= columns
 
 
-def test_latest_run_and_lookup_by_prefix(tmp_path: Path):
-    store = Store(tmp_path / "db.sqlite", tmp_path / "json")
+def test_latest_run_and_lookup_by_prefix(backend: Backend):
+    store = backend.open()
     begin(store, "20261128T100000Z-aaaaaa", "2026-11-28T10:00:00.000+00:00")
     begin(store, "20261128T110000Z-bbbbbb", "2026-11-28T11:00:00.000+00:00")
     assert store.latest_run_id() == "20261128T110000Z-bbbbbb"
@@ -80,8 +121,9 @@ def test_latest_run_and_lookup_by_prefix(tmp_path: Path):
     store.close()
 
 
-def test_concurrent_writers_lose_nothing(tmp_path: Path):
-    store = open_store(tmp_path)
+def test_concurrent_writers_lose_nothing(backend: Backend):
+    tmp_path = backend.results
+    store = backend.open()
     begin(store, "run-p")
     errors: list[BaseException] = []
 
@@ -152,21 +194,21 @@ def test_foreign_schema_is_refused_and_left_untouched(tmp_path: Path):
         open_store(tmp_path, store=tmp_path)
 
 
-def test_damaged_documents_never_crash_a_reader(tmp_path: Path):
-    with open_store(tmp_path) as store:
+def test_damaged_documents_never_crash_a_reader(backend: Backend):
+    with backend.open() as store:
         begin(store, "run-d")
         store.add_result(result("run-d", 1))
         store.add_result(result("run-d", 2))
-    _sqlite(tmp_path / "edgeopt.sqlite", "UPDATE results SET doc = '{broken' WHERE result_id = 'run-d-rpi4-002'",
+    backend.sql("UPDATE results SET doc = '{broken' WHERE result_id = 'run-d-rpi4-002'",
             "UPDATE runs SET targets = 'nope'")
-    with open_store(tmp_path, create=False) as store:
+    with backend.open(create=False) as store:
         docs = store.results("run-d")
         assert docs[0] == result("run-d", 1)
         assert docs[1]["valid"] is False and docs[1]["result_id"] == "run-d-rpi4-002"
         assert "damaged" in docs[1]["error"]["message"]
         assert store.runs()[0]["targets"] == []
-    _sqlite(tmp_path / "edgeopt.sqlite", "UPDATE runs SET doc = '[1, 2]'")
-    with open_store(tmp_path, create=False) as store, pytest.raises(StoreError, match="run run-d is damaged"):
+    backend.sql("UPDATE runs SET doc = '[1, 2]'")
+    with backend.open(create=False) as store, pytest.raises(StoreError, match="run run-d is damaged"):
         store.run("run-d")
 
 
@@ -202,3 +244,75 @@ def test_read_only_results_dir_says_not_writable_and_still_reads(tmp_path: Path)
             assert [d["result_id"] for d in store.results("run-r")] == ["run-r-rpi4-001"]
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+# -- issue 14: the same history from several processes (CI runners): nothing lost or doubled, tags kept -----------
+WRITER = textwrap.dedent("""
+    import sys, time
+    from datetime import datetime, timezone
+    from pathlib import Path
+    from edgeopt.results.store import open_store
+
+    name, results, location, go, runs = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
+    store = open_store(results, location)
+    while not go.exists():
+        time.sleep(0.005)
+    for j in range(60):  # both processes hammer one run's tags at the same moment: a lost update would show
+        store.tag_run("shared", f"{name}-x{j}")
+    for i in range(runs):
+        run_id = f"{name}-{i:03d}"
+        base = store.find_run(tag="main", passing=True)  # the baseline this run is judged against
+        store.begin_run({"run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "targets": ["d"]})
+        for n in range(5):
+            store.add_result({"schema": 1, "result_id": f"{run_id}-d-{n:03d}", "run_id": run_id,
+                              "created_at": datetime.now(timezone.utc).isoformat(), "target": "d",
+                              "profile": "int8", "format": "tflite", "valid": True, "error": None,
+                              "agent": {"latency_ms": {"p50": 1.0 + n}}})
+        store.finish_run(run_id, datetime.now(timezone.utc).isoformat(), "complete")
+        store.update_run(run_id, {"ci": {"verdict": "pass"}, "baseline": base and base["run_id"]})
+        store.tag_run(run_id, "main")
+        store.tag_run("shared", run_id)  # every process adds tags to one run at once: none may be lost
+    store.close()
+""")
+
+
+def test_concurrent_processes_tag_and_compare_correctly(backend: Backend, tmp_path: Path):
+    runs = 15
+    with backend.open() as store:
+        begin(store, "shared", "2000-01-01T00:00:00+00:00")
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(backend.results), backend.location, str(go),
+                               str(runs)], stderr=subprocess.PIPE, text=True) for name in ("hostA", "hostB")]
+    go.write_text("go")
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with backend.open(create=False) as store:
+        listed = store.runs(limit=1000)
+        ids = [r["run_id"] for r in listed if r["run_id"] != "shared"]
+        assert len(ids) == len(set(ids)) == 2 * runs
+        assert all(r["results"] == r["valid"] == 5 for r in listed if r["run_id"] != "shared")
+        assert len(store.query(limit=10_000)) == 2 * runs * 5  # nothing lost, nothing doubled
+        extra = [f"{h}-x{j}" for h in ("hostA", "hostB") for j in range(60)]
+        assert sorted(store.run("shared")["tags"]) == sorted(ids + extra)  # no tag lost to a concurrent update
+        newest = max((store.run(i) for i in ids), key=lambda d: d["created_at"])
+        assert store.find_run(tag="main")["run_id"] == newest["run_id"]  # the tag moved forward like a branch
+        created = {i: store.run(i)["created_at"] for i in ids}
+        for run_id in ids:  # each run was judged against a passing, tagged run that existed before it
+            base = store.run(run_id)["baseline"]
+            if base is not None:
+                assert base in created and created[base] < created[run_id] and base != run_id
+        assert sum(store.run(i)["baseline"] is None for i in ids) <= 2  # only the very first of each process
+
+
+def test_a_result_stored_again_replaces_the_row_and_becomes_the_newest(backend: Backend):
+    with backend.open() as store:
+        begin(store, "run-s")
+        first, second = result("run-s", 1), result("run-s", 2)
+        first["created_at"] = second["created_at"]
+        store.add_result(first)
+        store.add_result(second)
+        store.add_result({**first, "valid": False, "error": {"kind": "superseded", "message": "measured again"}})
+        rows = store.query()
+        assert [r["result_id"] for r in rows] == ["run-s-rpi4-001", "run-s-rpi4-002"]
+        assert rows[0]["valid"] == 0 and rows[0]["error"] == "measured again" and len(store.results("run-s")) == 2

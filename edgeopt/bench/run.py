@@ -36,7 +36,7 @@ CANCEL_GRACE = 3.5
 class BenchRun:
     run_id: str
     results: list[dict[str, Any]]
-    store_path: Path
+    store_path: str  # the SQLite file, or the PostgreSQL URL with its password masked
     results_dir: Path
     seconds: float
     interrupted: bool = False
@@ -61,7 +61,7 @@ class BenchRun:
                 "interrupted": self.interrupted}
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "store": str(self.store_path), "results_dir": str(self.results_dir),
+        return {"run_id": self.run_id, "store": self.store_path, "results_dir": str(self.results_dir),
                 "summary": self.summary(), "results": self.results}
 
 
@@ -102,7 +102,7 @@ def bench(opts: BenchOptions, progress: Progress | None = None) -> BenchRun:
     finally:
         results = collected.close()
         results.sort(key=lambda r: r["result_id"])  # by target name, then plan order: as the store lists them
-        run = BenchRun(run_id, results, store.path, store.run_dir(run_id), time.perf_counter() - t0,
+        run = BenchRun(run_id, results, store.where, store.run_dir(run_id), time.perf_counter() - t0,
                        interrupted=status == "interrupted")
         if status == "complete" and run.failed:
             status = "failed"

@@ -22,4 +22,4 @@ def compare_runs(store: Store, current: str, baseline: str | None, gates: Gates 
     infra = (run.get("ci") or {}).get("infra_errors_fail", True)
     return CIResult(run["run_id"], (run.get("ci") or {}).get("lab") or "-", cells, base.to_json(), infra,
                     (run.get("ci") or {}).get("devices") or {}, gates=gates.model_dump(),
-                    store_path=str(store.path))
+                    store_path=store.where)

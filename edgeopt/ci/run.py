@@ -30,7 +30,7 @@ from edgeopt.config.lab import Lab, load_lab
 from edgeopt.errors import EdgeoptError, Interrupted
 from edgeopt.remote.lock import DeviceLock
 from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, is_emulated, samples, usable
-from edgeopt.results.store import open_store
+from edgeopt.results.store import is_url, open_store
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,8 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
                                                               ("retries", opts.retries), ("threads", opts.threads))
                                             if v is not None})
     results_dir = Path(opts.results) if opts.results else Path(lab.path(lab.results) or "results")
-    store = open_store(results_dir, opts.store)
+    lab_store = None if lab.store is None or is_url(lab.store) else lab.path(lab.store)
+    store = open_store(results_dir, opts.store, default=lab.store if lab_store is None else lab_store)
     try:
         run_id = new_run_id()
         baseline = resolve_baseline(opts.baseline or lab.baseline, store, exclude=run_id)
@@ -253,7 +254,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
             collector.close()
             cells = evaluate(docs, baseline.docs, lab.gates)
             result = CIResult(run_id, lab.name, cells, baseline.to_json(), lab.infra_errors_fail, devices,
-                              time.perf_counter() - t0, str(store.path), gates=lab.gates.model_dump())
+                              time.perf_counter() - t0, store.where, gates=lab.gates.model_dump())
             if status == "complete" and result.verdict != PASS:
                 status = "failed"
             store.finish_run(run_id, utc_now(), status, result.summary())

@@ -11,7 +11,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from edgeopt import __version__
-from edgeopt.cli import bench, build, ci, emulate, report
+from edgeopt.cli import bench, build, ci, emulate, report, store
 from edgeopt.cli.args import LazySubParsers
 from edgeopt.errors import EdgeoptError
 
@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     report.register(sub)
     ci.register(sub)
     emulate.register(sub)
+    store.register(sub)
     return ap
 
 

@@ -30,7 +30,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 0
         run_id = args.run or store.latest_run_id()
         if run_id is None:
-            raise ArtifactMissing(f"no runs in {store.path}", "run `edgeopt bench` first")
+            raise ArtifactMissing(f"no runs in {store.where}", "run `edgeopt bench` first")
         run = store.run(run_id)
         docs = store.results(run["run_id"])
     if args.json:
@@ -59,7 +59,7 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
             current = args.run or store.latest_run_id()
             base_spec = None
             if current is None:
-                raise ConfigError(f"no runs in {store.path}", "run `edgeopt ci` or `edgeopt bench` first")
+                raise ConfigError(f"no runs in {store.where}", "run `edgeopt ci` or `edgeopt bench` first")
         result = compare_runs(store, current, base_spec, gates)
     write_reports(result, junit=args.junit, summary=args.summary, html=args.html)
     print(markdown_summary(result))

@@ -123,6 +123,7 @@ class Lab(StrictModel):
     formats: list[Literal["tflite", "onnx"]] | None = None
     artifacts: str = "artifacts/ci"  # build output root: <artifacts>/<model>/<target>/<profile>/
     results: str = "results"
+    store: str | None = None  # results store: a SQLite file (relative to the lab) or postgresql://user@host/db
     bench: BenchSettings = BenchSettings()
     lock: LockSettings = LockSettings()
     gates: Gates = Gates()

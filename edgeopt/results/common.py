@@ -1,0 +1,103 @@
+"""What every results-store backend shares: the schema version, file names, JSON parsing of stored documents,
+URL masking (a password never reaches a message) and the writable-directory probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from edgeopt.errors import OutputError
+
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS_DIR = Path("results")
+DB_NAME = "edgeopt.sqlite"
+COLUMNS = {  # what a store must have to be read and written by this edgeopt
+    "runs": {"run_id", "created_at", "finished_at", "status", "command", "targets", "doc"},
+    "results": {"result_id", "run_id", "created_at", "target", "profile", "format", "sha256", "p50_ms", "valid",
+                "error", "doc"},
+}
+RESULT_ID_FIELDS = ("result_id", "run_id", "created_at", "target", "profile", "format")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe rendering of ``text`` (result JSON names): letters, digits, ``._-`` only."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+    return cleaned[:120]
+
+
+def parse_json(text: Any, kind: type) -> Any:
+    """Stored JSON of the ``kind`` expected, else None (a damaged row)."""
+    try:
+        value = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else text
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def result_doc(row: Any) -> dict[str, Any]:
+    """A stored result document; a damaged one comes back as an invalid result saying so (never a crash)."""
+    return parse_json(row["doc"], dict) or {
+        "schema": 1, **{k: row[k] for k in RESULT_ID_FIELDS},
+        "valid": False, "error": {"kind": "store", "message": "the stored result document is damaged"}}
+
+
+def result_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """The indexed columns of a result document, in ``results`` column order (``doc`` JSON last)."""
+    error = doc.get("error")
+    error_text = None
+    if error:
+        error_text = error.get("message") if isinstance(error, dict) else str(error)
+    p50 = ((doc.get("agent") or {}).get("latency_ms") or {}).get("p50")
+    return (doc["result_id"], doc["run_id"], doc["created_at"], doc["target"], doc.get("profile"),
+            doc.get("format"), (doc.get("artifact") or {}).get("sha256"),
+            float(p50) if isinstance(p50, (int, float)) and not isinstance(p50, bool) else None,
+            1 if doc.get("valid") else 0, error_text, json.dumps(doc))
+
+
+def run_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """``runs`` columns of a run document: run_id, created_at, finished_at, status, command, targets, doc."""
+    return (doc["run_id"], doc["created_at"], doc.get("finished_at"), doc.get("status", "running"),
+            doc.get("command"), json.dumps(doc.get("targets", [])), json.dumps(doc))
+
+
+def is_url(text: str) -> bool:
+    """``postgresql://…`` / ``postgres://…`` (also after ``Path`` folded ``//`` into ``/``)."""
+    return re.match(r"^postgres(ql)?:/", text, re.IGNORECASE) is not None
+
+
+def normal_url(text: str) -> str:
+    """The URL as psycopg takes it: ``Path("postgresql://h/db")`` reads ``postgresql:/h/db``; put ``//`` back."""
+    match = re.match(r"^(postgres(?:ql)?):/+(.*)$", text, re.IGNORECASE | re.DOTALL)
+    return f"{match.group(1).lower()}://{match.group(2)}" if match else text
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``: what every message and ``store.path`` show."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        url = urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    except ValueError:
+        url = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def check_writable_dir(directory: Path) -> None:
+    """Create ``directory`` and prove a file can be created in it (a read-only mount, a file in the way)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgeopt-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise OutputError(f"results directory {directory} is not writable ({reason})",
+                          "choose a writable --results directory") from exc

@@ -1,0 +1,201 @@
+"""The PostgreSQL results store on a real server (tests/pg.py): chosen by URL (``--store``, ``EDGEOPT_STORE``),
+versioned and migrated schema, foreign or newer databases refused untouched, an unreachable or killed server is
+one infrastructure error (exit 3) with the password masked and no half-written run, and ``copy_history``.
+The backend-neutral store tests run against PostgreSQL too: tests/test_store.py (``backend`` fixture)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pg import PgServer, free_port, pg_server_fixture  # noqa: F401  (fixture pg_server)
+from test_store import begin, result
+
+from edgeopt.cli import main
+from edgeopt.errors import StoreUnavailable
+from edgeopt.results import postgres
+from edgeopt.results.migrate import copy_history
+from edgeopt.results.postgres import PostgresStore
+from edgeopt.results.store import ENV_STORE, SCHEMA_VERSION, StoreError, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sql(url: str, *statements: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        rows: list[tuple] = []
+        for statement in statements:
+            cur = db.execute(statement)  # type: ignore[arg-type]
+            rows = cur.fetchall() if cur.description else []
+        return rows
+
+
+def test_a_url_is_postgresql_never_a_local_directory(pg_server: PgServer, tmp_path: Path, monkeypatch):
+    url = pg_server.new_database()
+    monkeypatch.chdir(tmp_path)
+    # as argparse's type=Path hands it over ("postgresql:/…"), as a str, and from the environment
+    for where in (Path(url), url):
+        with open_store(tmp_path / "results", where) as store:
+            assert isinstance(store, PostgresStore) and store.where == url
+            begin(store, f"run-{type(where).__name__}")
+    with open_store(tmp_path / "results", create=False, default=url) as store:  # a lab's store:
+        assert isinstance(store, PostgresStore) and len(store.runs()) == 2
+    monkeypatch.setenv(ENV_STORE, url)  # the environment wins over a lab's store:, --store over both
+    with open_store(tmp_path / "results", create=False, default=tmp_path / "lab.sqlite") as store:
+        assert isinstance(store, PostgresStore) and len(store.runs()) == 2
+    with open_store(tmp_path / "results", tmp_path / "cli.sqlite") as store:
+        assert not isinstance(store, PostgresStore) and store.runs() == []
+    assert not any(p.name.startswith("postgres") for p in tmp_path.rglob("*"))  # no "postgresql:" directory
+    assert not (tmp_path / "lab.sqlite").exists()
+    assert (tmp_path / "results" / "run-str" / "run.json").is_file()  # the JSON copies stay local
+
+
+def test_schema_is_versioned_migrated_and_never_recreated(pg_server: PgServer, tmp_path: Path, monkeypatch):
+    url = pg_server.new_database()
+    with open_store(tmp_path, url) as store:
+        begin(store, "run-1")
+        store.add_result(result("run-1", 1))
+        assert store.schema_version() == SCHEMA_VERSION == 1
+    with open_store(tmp_path, url) as store:  # opening again keeps what is there
+        assert [d["result_id"] for d in store.results("run-1")] == ["run-1-rpi4-001"]
+    # a new edgeopt with schema 2 migrates the store in place, keeping the history
+    monkeypatch.setitem(postgres.MIGRATIONS, 2, ["ALTER TABLE runs ADD COLUMN note TEXT"])
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 2)
+    with pytest.raises(StoreError, match="older than this edgeopt"):
+        open_store(tmp_path, url, create=False)  # a reader never migrates
+    with open_store(tmp_path, url) as store:
+        assert store.schema_version() == 2 and store.run("run-1")["run_id"] == "run-1"
+    assert sql(url, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'runs' "
+                    "AND column_name = 'note'") == [(1,)]
+    monkeypatch.undo()
+    # an older edgeopt refuses the newer store, and leaves it as it was
+    with pytest.raises(StoreError) as info:
+        open_store(tmp_path, url)
+    assert "has schema 2, newer than this edgeopt (1)" in info.value.one_line()
+    assert sql(url, "SELECT version FROM edgeopt_schema") == [(2,)]
+
+
+def test_foreign_or_empty_database_is_refused_untouched(pg_server: PgServer, tmp_path: Path):
+    url = pg_server.new_database()
+    sql(url, "CREATE TABLE runs (id INTEGER, name TEXT)", "INSERT INTO runs VALUES (1, 'x')")
+    for create in (False, True):
+        with pytest.raises(StoreError, match="is not an edgeopt results store .tables runs exist"):
+            open_store(tmp_path, url, create=create)
+    assert sql(url, "SELECT * FROM runs") == [(1, "x")]
+    with pytest.raises(StoreError, match="holds no edgeopt results"):
+        open_store(tmp_path, pg_server.new_database(), create=False)
+
+
+def test_unreachable_server_is_exit_3_with_the_password_masked(tmp_path: Path):
+    url = f"postgresql://edgeopt:s3cret-pw@127.0.0.1:{free_port()}/edgeopt"
+    with pytest.raises(StoreUnavailable) as info:
+        open_store(tmp_path / "results", url)
+    line = info.value.one_line()
+    assert info.value.exit_code == 3 and "cannot reach results store postgresql://edgeopt:***@127.0.0.1" in line
+    assert "s3cret" not in line and "\n" not in line
+    # the command line: one line on stderr, exit 3, nothing named postgresql: created
+    env = {**os.environ, ENV_STORE: url}
+    proc = subprocess.run([str(ROOT / ".venv/bin/edgeopt"), "report", "--results", str(tmp_path / "r")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot reach results store" in proc.stderr and "s3cret" not in proc.stderr + proc.stdout
+    assert not any(p.name.startswith("postgres") for p in tmp_path.rglob("*"))
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import sys
+    from edgeopt.errors import EdgeoptError
+    from edgeopt.results.store import open_store
+
+    store = open_store(sys.argv[1], sys.argv[2])
+    store.begin_run({"run_id": "live", "created_at": "2026-12-01T00:00:00+00:00", "targets": ["d"]})
+    n = 0
+    try:
+        while True:  # runs of 20 results, each imported in one transaction, until the server dies
+            n += 1
+            run = {"run_id": f"batch-{n:05d}", "created_at": f"2026-12-01T00:00:{n % 60:02d}+00:00"}
+            docs = [{"schema": 1, "result_id": f"batch-{n:05d}-{k:02d}", "run_id": run["run_id"],
+                     "created_at": run["created_at"], "target": "d", "valid": True, "error": None,
+                     "agent": {"latency_ms": {"p50": 1.0}}} for k in range(20)]
+            store.import_run(run, docs)
+            store.add_result({**docs[0], "result_id": f"live-{n:05d}", "run_id": "live"})
+            print(n, flush=True)
+    except EdgeoptError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        sys.exit(exc.exit_code)
+""")
+
+
+def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(tmp_path: Path):
+    server = PgServer()
+    try:
+        server.start()
+        url = server.new_database()
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "results"), url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for _ in range(30):  # let it write a while, then kill the server mid-transaction
+            assert proc.stdout.readline()
+        server.kill()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, err
+        assert "lost the connection to results store" in err and len(err.strip().splitlines()) == 1
+        time.sleep(0.2)
+        server.start()  # crash recovery: what was committed is there, what was not is gone entirely
+        with open_store(tmp_path / "results", url, create=False) as store:
+            batches = [r for r in store.runs(limit=100_000) if r["run_id"].startswith("batch-")]
+            assert len(batches) >= 30
+            assert all(r["results"] == 20 for r in batches)  # no run with part of its results
+            live = store.results("live")
+            assert len(live) >= 29 and all(d["valid"] and d["run_id"] == "live" for d in live)
+            status = {r["run_id"]: r["status"] for r in store.runs(limit=100_000)}
+            assert status["live"] == "running"  # never marked complete by the dead writer
+    finally:
+        server.cleanup()
+
+
+def test_copy_history_sqlite_to_postgresql(pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    sqlite_file = tmp_path / "results" / "edgeopt.sqlite"
+    with open_store(tmp_path / "results") as store:
+        for i, run_id in enumerate(("old", "mid", "new")):
+            begin(store, run_id, f"2026-11-2{i}T10:00:00+00:00")
+            store.add_result(result(run_id, 1))
+            store.add_result(result(run_id, 2, valid=False))
+            store.finish_run(run_id, f"2026-11-2{i}T10:05:00+00:00", "complete", {"results": 2})
+        store.tag_run("mid", "main")
+        store.update_run("mid", {"ci": {"verdict": "pass"}})
+    url = pg_server.new_database()
+    report = copy_history(sqlite_file, url)
+    assert (report.runs, report.results, report.skipped) == (3, 6, 0) and report.copied == ["old", "mid", "new"]
+    with open_store(tmp_path / "results", create=False) as src, open_store(tmp_path / "x", url) as dst:
+        assert dst.runs() == src.runs()
+        for run_id in ("old", "mid", "new"):
+            assert dst.run(run_id) == src.run(run_id) and dst.results(run_id) == src.results(run_id)
+        assert dst.find_run(tag="main", passing=True)["run_id"] == "mid"
+        assert dst.query(valid_only=True) == src.query(valid_only=True)
+        begin(dst, "only-in-pg", "2026-11-30T00:00:00+00:00")
+    # idempotent: an interrupted copy is finished by running it again — here through the command line
+    assert main(["store", "migrate", "--from", str(sqlite_file), "--to", url]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == "copied 0 runs (0 results); 3 already there, skipped"
+    with open_store(tmp_path / "x", url) as dst:
+        assert len(dst.runs()) == 4 and len(dst.query(limit=100)) == 6
+
+
+def test_runners_opening_a_new_database_at_once_migrate_it_once(pg_server: PgServer, tmp_path: Path):
+    url = pg_server.new_database()
+    code = ("import sys; from edgeopt.results.store import open_store; "
+            "s = open_store(sys.argv[1], sys.argv[2]); print(s.schema_version()); s.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"r{i}"), url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    assert [o.strip() for o, _ in outs] == [str(SCHEMA_VERSION)] * 4
+    assert sql(url, "SELECT version FROM edgeopt_schema") == [(SCHEMA_VERSION,)]
