@@ -5,7 +5,6 @@ interrupted build never leaves a half-written image."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -15,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgeopt.artifacts.files import file_lock
 from edgeopt.emulate.host import Progress, no_progress, run
 from edgeopt.emulate.mounts import mounts_under, remove_tree
 from edgeopt.emulate.recipe import Recipe
@@ -53,18 +53,9 @@ def image_info(r: Recipe) -> dict[str, Any] | None:
 
 @contextmanager
 def locked(path: Path, progress: Progress = no_progress, what: str = "") -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created), waiting for another edgeopt process that holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another edgeopt process {what}".rstrip())
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """An exclusive lock on ``path`` (created), waiting for another edgeopt process that holds it."""
+    with file_lock(path, on_wait=lambda: progress(f"waiting for another edgeopt process {what}".rstrip())):
+        yield
 
 
 def pack(root: Path, r: Recipe, meta: dict[str, Any], progress: Progress = no_progress) -> Path:

@@ -10,7 +10,6 @@ staged in ``lib-<key>.partial/`` (an interrupted build resumes there) and rename
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt.artifacts.files import atomic_write_bytes
+from edgeopt.artifacts.files import atomic_write_bytes, file_lock
 from edgeopt.convert.tflm.target_src import MAKEFILE, VECTORS, TflmSource, unpacked
 from edgeopt.errors import FirmwareBuildError
 from edgeopt.paths import cache_root
@@ -184,14 +183,8 @@ def _build(fl: TflmFlags, final: Path, say: Callable[[str], None]) -> None:
 
 @contextmanager
 def _lock(key: str) -> Iterator[None]:
-    path = cache_root() / "tflm" / f"lib-{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(cache_root() / "tflm" / f"lib-{key}.lock"):
+        yield
 
 
 def _last_error(text: str) -> str:
