@@ -319,7 +319,7 @@ def test_agent_timeout_is_a_clear_error_and_never_a_valid_result(sshd, envs, lab
         assert store.run(run.run_id)["status"] == "failed"
 
 
-def _agent_processes(marker: str) -> list[int]:
+def agent_processes(marker: str) -> list[int]:
     """PIDs of agent processes (``<python> -I -c <verifying stub> <marker>/…/edgeopt-agent.pyz <sha> <package>
     run …``), not the shells around them."""
     pids = []
@@ -337,7 +337,7 @@ def _agent_processes(marker: str) -> list[int]:
 
 def _gone(marker: str, seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
-    while _agent_processes(marker):
+    while agent_processes(marker):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -352,7 +352,7 @@ def test_agent_killed_on_the_device_is_a_clear_error(sshd, envs, lab):
     def killer() -> None:  # plays the OOM killer: SIGKILL the real agent process on the device
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            for pid in _agent_processes(marker):
+            for pid in agent_processes(marker):
                 time.sleep(0.5)  # let it get into the timing loop
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -604,7 +604,7 @@ def test_agent_swapped_on_the_device_mid_run_is_refused_never_run(sshd, envs, la
 
     def swapper() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _agent_processes(marker):
+        while time.monotonic() < deadline and not agent_processes(marker):
             time.sleep(0.05)
         time.sleep(1.0)  # the first agent has read its zipapp: swap it for the next launch
         import zipfile

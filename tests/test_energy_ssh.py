@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sysfs_fixtures import PowerDriver, SysfsTree
-from test_bench import Lab, _agent_processes, agent_cache, built, envs, lab  # noqa: F401 - fixtures
+from test_bench import Lab, agent_cache, agent_processes, built, envs, lab  # noqa: F401 - fixtures
 
 from edgeopt.bench import bench
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 def _watch_agent(driver: PowerDriver, marker: str, stop: threading.Event) -> None:
     """Point the driver at the agent process once sshd has started it (its PID is only known on the device)."""
     while not stop.is_set():
-        pids = _agent_processes(marker)
+        pids = agent_processes(marker)
         if pids:
             driver.watch(pids[0])
             return

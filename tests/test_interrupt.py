@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bench import agent_processes
 
 from edgeopt.results.store import open_store
 
@@ -21,19 +22,24 @@ pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 GOAL_S = 5.0
 
 
-def agent_pids(marker: str) -> list[int]:
-    """Agent processes (``… edgeopt-agent.pyz run …``) whose command line names ``marker`` (a device's
-    workdir)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if any(marker in a for a in argv) and "run" in argv and any("edgeopt-agent" in a for a in argv):
-                pids.append(int(entry))
-    return pids
+def interrupt_mid_run(proc: subprocess.Popen, markers: list[str]) -> tuple[float, str]:
+    """Once an agent runs on every device (``markers``: their workdirs) and is well into its timed loop, SIGINT
+    ``proc``; the seconds it took to exit and its stderr. ``proc`` never outlives this."""
+    try:
+        deadline = time.monotonic() + 120
+        while not all(agent_processes(m) for m in markers):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the agents never started on all three devices"
+            time.sleep(0.1)
+        time.sleep(1.0)  # well into the timed loop
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        return time.monotonic() - sent, err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def lab_targets(tmp_path: Path, servers: list) -> tuple[list[Path], Path, Path, list[str]]:
@@ -67,27 +73,13 @@ def test_ctrl_c_with_three_devices_mid_run(sshd_factory, tmp_path: Path):
     for t in targets:
         argv += ["--target", str(t)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while not all(agent_pids(m) for m in markers):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the agents never started on all three devices"
-            time.sleep(0.1)
-        time.sleep(1.0)  # well into the timed loop
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    took, err = interrupt_mid_run(proc, markers)
     print(f"Ctrl-C to exit with 3 devices mid-run: {took:.2f} s (goal <= {GOAL_S:g} s)")
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 130, err
     assert took <= GOAL_S, f"exit took {took:.2f} s"
     time.sleep(0.2)
-    assert [agent_pids(m) for m in markers] == [[], [], []], "agents left running on the devices"
-    text = err.decode()
+    assert [agent_processes(m) for m in markers] == [[], [], []], "agents left running on the devices"
+    text = err
     assert "interrupted" in text and "Traceback" not in text
     with open_store(results) as store:
         run_id = store.latest_run_id()
@@ -146,27 +138,13 @@ def test_ctrl_c_in_ci_with_three_devices_mid_run(sshd_factory, example_build, tm
         "lock": {"poll_s": 0.2, "wait_s": 60}}))
     proc = subprocess.Popen([sys.executable, "-m", "edgeopt.cli", "ci", "--lab", str(lab), "--no-build", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while not all(agent_pids(w) for w in workdirs):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the agents never started on all three devices"
-            time.sleep(0.1)
-        time.sleep(1.0)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        took = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    took, err = interrupt_mid_run(proc, workdirs)
     print(f"edgeopt ci: Ctrl-C to exit with 3 devices mid-run: {took:.2f} s (goal <= {GOAL_S:g} s)")
-    assert proc.returncode == 130, err.decode()
+    assert proc.returncode == 130, err
     assert took <= GOAL_S, f"exit took {took:.2f} s"
     time.sleep(0.2)
-    assert [agent_pids(w) for w in workdirs] == [[], [], []], "agents left running on the devices"
-    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert [agent_processes(w) for w in workdirs] == [[], [], []], "agents left running on the devices"
+    assert "interrupted" in err and "Traceback" not in err
     assert not any(Path(w, "lock").exists() for w in workdirs), "a device lock was left behind"
     with open_store(tmp_path / "results") as store:
         run_id = store.latest_run_id()
