@@ -102,9 +102,15 @@ def check_energy(doc: dict, driver: PowerDriver, sensor: str) -> dict:
     per = lat["measure_seconds"] / lat["count"]
     assert lat["measure_seconds"] >= e["min_seconds"] and lat["min_seconds_effective"] == e["min_seconds"]
     assert e["idle"]["span_s"] == pytest.approx(lat["measure_seconds"], rel=0.5)  # baseline about as long
-    assert e["energy_per_inference_j"] == pytest.approx(loop_w * per, rel=TOL)
-    assert e["energy_per_inference_above_idle_j"] == pytest.approx((loop_w - idle_w) * per, rel=TOL)
-    assert e["avg_power_w"] == pytest.approx(loop_w, rel=TOL) and e["idle_power_w"] == pytest.approx(idle_w, abs=0.05)
+    # a sampling sensor averages the power at its sample instants, the truth is the time average: on a loaded
+    # machine the true power flickers, and the two may differ by more than TOL, but never by more than a few of the
+    # agent's own standard errors (which this also checks are honest)
+    se = e["energy_per_inference_uncertainty_j"] or 0.0
+    tol_j = max(TOL * loop_w * per, min(4 * se, 0.08 * loop_w * per))
+    assert e["energy_per_inference_j"] == pytest.approx(loop_w * per, abs=tol_j)
+    assert e["energy_per_inference_above_idle_j"] == pytest.approx((loop_w - idle_w) * per,
+                                                                   abs=tol_j + TOL * idle_w * per)
+    assert e["avg_power_w"] == pytest.approx(loop_w, abs=tol_j / per) and e["idle_power_w"] == pytest.approx(idle_w, abs=0.05)
     # the uncertainty (from the sample variance) is a sane fraction: on a loaded machine the true power flickers
     # between busy and idle, which widens it, but it never dwarfs the value
     assert 0 <= e["energy_per_inference_uncertainty_j"] < 0.2 * e["energy_per_inference_j"]
