@@ -59,7 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="benchmark one model file; prints the result JSON")
     run.add_argument("--model", required=True, help="the .tflite or .onnx file")
     run.add_argument("--sha256", required=True, help="expected sha256 of the model file (hex)")
-    run.add_argument("--reference", help="reference.npz (x, y_float, y_tflite|y_onnx); random inputs without it")
+    run.add_argument("--reference", help="reference.npz (x, y_float, y_tflite|y_onnx, or x_FMT:i, y_float_FMT:k, "
+                                         "y_FMT:k); generated inputs without it")
+    run.add_argument("--inputs", dest="inputs_file", metavar="NPZ",
+                     help="real inputs: one (N, *sample) array per model input name ('x' for one input); "
+                          "excludes --reference")
+    run.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                     help="shape of a dynamic input for generated inputs (repeatable; no NAME for one input)")
+    run.add_argument("--int-range", metavar="LO:HI",
+                     help="range of generated integer inputs, clipped to the dtype (default 0:127)")
     run.add_argument("--runs", type=int, default=100, help="timed runs (at least; default 100)")
     run.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
     run.add_argument("--min-seconds", type=float, default=0.0,
@@ -129,7 +137,8 @@ def execute(args: argparse.Namespace) -> dict:
                           threads=args.threads, affinity=args.affinity, runtime=args.runtime, fmt=args.format,
                           energy_opts=eopts, sysfs_root=args.sysfs_root, pin=args.pin, governor=args.governor,
                           cooldown_below=args.cooldown_below, cooldown_timeout=args.cooldown_timeout,
-                          max_other_load=args.max_other_load))
+                          max_other_load=args.max_other_load, inputs_file=args.inputs_file, shapes=args.shape,
+                          int_range=args.int_range))
 
 
 def _finite(value: Any) -> Any:

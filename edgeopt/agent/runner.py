@@ -25,8 +25,12 @@ class RunOptions:
                  affinity: Optional[List[int]] = None, runtime: str = "auto", fmt: Optional[str] = None,
                  energy_opts: Optional[energy.EnergyOptions] = None, sysfs_root: str = "/",
                  pin: Optional[str] = None, governor: Optional[str] = None, cooldown_below: Optional[float] = None,
-                 cooldown_timeout: float = 300.0, max_other_load: float = 0.5) -> None:
+                 cooldown_timeout: float = 300.0, max_other_load: float = 0.5, inputs_file: Optional[str] = None,
+                 shapes: Optional[List[str]] = None, int_range: Optional[str] = None) -> None:
         self.model = model
+        self.inputs_file = inputs_file  # a user's inputs (.npz, one array per model input name)
+        self.shapes = list(shapes or [])  # --shape NAME=1x3x224x224 for generated inputs
+        self.int_range = inputs.parse_int_range(int_range) if int_range else inputs.DEFAULT_INT_RANGE
         self.sha256 = sha256
         self.reference = reference
         self.runs = runs
@@ -48,6 +52,7 @@ class RunOptions:
         #: the model file's bytes, read once and hashed by ``verify_model``: the runtime loads these, never the path
         self.model_content: Optional[bytes] = None
         self.reference_sha256: Optional[str] = None  # of the bytes the reference was loaded from (read once)
+        self.inputs_sha256: Optional[str] = None  # of the bytes the --inputs file was loaded from
 
     def check(self) -> None:
         if not _HEX64.match(self.sha256 or ""):
@@ -76,6 +81,10 @@ class RunOptions:
             raise usage_error("--pin and --affinity exclude each other")
         if self.cooldown_timeout < 0:
             raise usage_error("--cooldown-timeout must be >= 0, got %s" % self.cooldown_timeout)
+        if self.reference and self.inputs_file:
+            raise usage_error("--reference and --inputs exclude each other", "give one source of inputs")
+        for text in self.shapes:
+            inputs.parse_shape(text)
         if not os.path.isdir(self.sysfs_root):
             raise usage_error("--sysfs-root %s is not a directory" % self.sysfs_root)
 
@@ -139,10 +148,10 @@ def _round_ms(value: float) -> float:
     return round(value, 6)  # 1 ns resolution
 
 
-def _infer(model: Model, arrays: List[Any]) -> Any:
+def _infer(model: Model, arrays: List[Any]) -> List[Any]:
     model.set_inputs(arrays)
     model.invoke()
-    return inputs.dequantize(model.get_outputs()[0], model.outputs[0])
+    return [inputs.dequantize(y, info) for y, info in zip(model.get_outputs(), model.outputs)]
 
 
 def run(opts: RunOptions) -> Dict[str, object]:
@@ -155,6 +164,9 @@ def run(opts: RunOptions) -> Dict[str, object]:
     reference = None
     if opts.reference:
         reference, opts.reference_sha256 = inputs.load_reference(opts.reference)
+    user_inputs = None
+    if opts.inputs_file:
+        user_inputs, opts.inputs_sha256 = inputs.load_npz(opts.inputs_file, "inputs")
 
     runtime: LoadedRuntime = select(fmt, opts.runtime)  # imports it: before the memory baseline
     root = opts.sysfs_root
@@ -179,7 +191,7 @@ def run(opts: RunOptions) -> Dict[str, object]:
             if governor.info["error"]:
                 warnings.append("--governor %s: %s" % (opts.governor, governor.info["error"]))
         return _run_measured(opts, started, warnings, model_block, fmt, reference, runtime, pinning, conditions,
-                             meter)
+                             meter, user_inputs)
     finally:
         if governor is not None:
             governor.restore()
@@ -207,7 +219,8 @@ class _NoSensor:
 
 def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_block: Dict[str, object], fmt: str,
                   reference: Optional[Dict[str, Any]], runtime: LoadedRuntime, pinning: Pinning,
-                  conditions: Dict[str, object], meter: Any) -> Dict[str, object]:
+                  conditions: Dict[str, object], meter: Any,
+                  user_inputs: Optional[Dict[str, Any]] = None) -> Dict[str, object]:
     root = opts.sysfs_root
     cooldown_info = None
     if opts.cooldown_below is not None:
@@ -232,18 +245,18 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
     rss_after = memory.rss_kib()
 
     if reference is not None:
-        assert opts.reference is not None  # ``reference`` was loaded from it
-        pool = inputs.reference_inputs(reference, model.inputs)
-        inputs_block: Dict[str, object] = {"source": "reference", "file": os.path.abspath(opts.reference),
-                                           "sha256": opts.reference_sha256, "samples": len(pool)}
+        source, data, path, sha = "reference", reference, opts.reference, opts.reference_sha256
+    elif user_inputs is not None:
+        source, data, path, sha = "inputs", user_inputs, opts.inputs_file, opts.inputs_sha256
     else:
-        pool = inputs.random_inputs(model.inputs)
-        inputs_block = {"source": "random", "seed": inputs.RANDOM_SEED, "samples": len(pool),
-                        "distribution": "float: uniform [0, 1); int8/uint8/int16 and quantised: full dtype range; "
-                                        "int32/int64: [0, 10]; bool: 0/1"}
-
-    model.set_inputs(pool[0])
-    first_ms = timing.time_call(model.invoke)
+        source, data, path, sha = None, None, None, None
+    pool, inputs_block, what = inputs.input_pool(model, fmt, source, data, os.path.abspath(path) if path else None,
+                                                 sha, opts.shapes, opts.int_range)
+    try:  # the runtime refuses the values or shapes (an index out of range, a shape it cannot run)
+        model.set_inputs(pool[0])
+        first_ms = timing.time_call(model.invoke)
+    except Exception as exc:  # noqa: BLE001
+        raise inputs.rejected(model.inputs, [i.shape for i in model.inputs], what, exc)
 
     def prepare(i: int) -> None:
         model.set_inputs(pool[i % len(pool)])
@@ -343,23 +356,7 @@ def _run_measured(opts: RunOptions, started: float, warnings: List[str], model_b
 
 def check_parity(model: Model, pool: List[List[Any]], reference: Dict[str, Any], fmt: str,
                  warnings: List[str]) -> Dict[str, object]:
-    """Runs every reference sample once more (untimed) and compares output 0 with the host's outputs."""
-    outputs = np.stack([_infer(model, arrays) for arrays in pool])
-    block: Dict[str, object] = {"samples": len(pool), "output": model.outputs[0].name}
-    if len(model.outputs) > 1:
-        warnings.append("parity compares output 0 (%s) only; the model has %d outputs"
-                        % (model.outputs[0].name, len(model.outputs)))
-    same_key = "y_" + fmt
-    artifact: Optional[Dict[str, object]] = None
-    if same_key in reference:
-        artifact = parity.compare(outputs, reference[same_key], same_key)
-    else:
-        warnings.append("reference has no %s: parity against the host run of this artifact is missing" % same_key)
-    block["artifact"] = artifact
-    block["float"] = parity.compare(outputs, reference["y_float"], "y_float") if "y_float" in reference else None
-    if "labels" in reference:
-        block["accuracy"] = parity.accuracy(outputs, reference["labels"])
-    # Flat copies of the headline figures, for a gate that reads one level deep.
-    block["top1_agreement"] = artifact["top1_agreement"] if artifact else None
-    block["max_abs_diff"] = artifact["max_abs_diff"] if artifact else None
-    return block
+    """Runs every reference sample once more (untimed) and compares each output with the host's outputs."""
+    per_sample = [_infer(model, arrays) for arrays in pool]
+    outputs = [np.stack([row[k] for row in per_sample]) for k in range(len(model.outputs))]
+    return parity.parity_block(outputs, [o.name for o in model.outputs], reference, fmt, warnings)

@@ -15,7 +15,7 @@ from edgeopt.results.reader import EMULATED  # the device is emulated (edgeopt e
 RESULT_SCHEMA = 1
 
 # flags of a result document ("flags": [...])
-RANDOM_INPUTS = "random-inputs"  # a ready model file: random inputs, no reference
+RANDOM_INPUTS = "random-inputs"  # a ready model file: generated inputs (agent.inputs says how), no reference
 
 
 def utc_now() -> str:
@@ -58,6 +58,9 @@ def check_result(agent: dict[str, Any], job: Job) -> tuple[bool, str | None, boo
     if job.reference_sha256 and ref_sha != job.reference_sha256:
         name = job.reference.name if job.reference else "the reference"
         return False, f"the agent read {name} with sha256 {ref_sha}, not {job.reference_sha256}", True
+    if job.inputs_sha256 and not job.reference_sha256 and ref_sha != job.inputs_sha256:
+        name = job.inputs.name if job.inputs else "the inputs"
+        return False, f"the agent read {name} with sha256 {ref_sha}, not {job.inputs_sha256}", True
     latency = agent.get("latency_ms") or {}
     if not isinstance(latency.get("p50"), (int, float)) or not latency.get("count"):
         return False, "the agent returned no latency figures", False
@@ -80,19 +83,20 @@ def base_doc(run_id: str, opts: BenchOptions, plan: DevicePlan, job: Job, index:
         "profile": job.profile,
         "format": job.format,
         "source": "build" if job.profile else "file",
-        "flags": [] if job.reference else [RANDOM_INPUTS],
+        "flags": [] if job.reference or job.inputs else [RANDOM_INPUTS],
         "artifact": {
             "file": job.model.name, "path": str(job.model), "sha256": job.sha256, "bytes": job.bytes,
             "manifest": str(job.manifest_path) if job.manifest_path else None,
             "built_for": job.manifest_target, "build_key": job.build_key, "runtime": job.runtime_hint,
             "metrics": job.metrics, "reference": str(job.reference) if job.reference else None,
             "reference_sha256": job.reference_sha256,
+            "inputs": str(job.inputs) if job.inputs else None, "inputs_sha256": job.inputs_sha256,
         },
         "request": {"runs": opts.runs, "warmup": opts.warmup, "min_seconds": opts.min_seconds,
                     "max_runs": opts.max_runs, "threads": threads, "affinity": opts.affinity,
-                    "timeout_s": opts.timeout},
+                    "timeout_s": opts.timeout, "shapes": list(opts.shapes), "int_range": opts.int_range},
         "transport": {"kind": plan.transport_kind, "description": None, "python": plan.python},
-        "transfer": {"agent": 0, "model": 0, "reference": 0, "total": 0},
+        "transfer": {"agent": 0, "model": 0, "reference": 0, **({"inputs": 0} if job.inputs else {}), "total": 0},
         "host": {"hostname": platform.node(), "edgeopt_version": __version__,
                  "python": platform.python_version()},
         "valid": False,

@@ -45,6 +45,9 @@ class BenchOptions:
     agent_cache: Path | None = None  # host dir for the agent zipapp; default ~/.cache/edgeopt/agent
     command: str | None = None  # the command line, recorded with the run
     agent_args: list[str] = field(default_factory=list)  # extra agent options (edgeopt ci: --max-other-load …)
+    inputs: Path | None = None  # real inputs for the ready model files (.npz, one array per input name)
+    shapes: list[str] = field(default_factory=list)  # --shape NAME=1x3x224x224 for generated inputs
+    int_range: str | None = None  # --int-range LO:HI for generated integer inputs
 
     def check(self) -> None:
         if self.runs < 1:
@@ -64,6 +67,18 @@ class BenchOptions:
         if (self.host is not None or self.port is not None) and len(set(self.targets)) > 1:
             raise ConfigError("--host/--port name one device but several --target were given",
                               "run one edgeopt bench per device, or put each address in its target YAML")
+        if (self.inputs is not None or self.shapes) and not self.models:
+            raise ConfigError("--inputs and --shape apply to ready model files (edgeopt bench MODEL …)",
+                              "built artifacts run with their reference.npz; drop --inputs/--shape")
+        if self.inputs is not None and self.shapes:
+            raise ConfigError("--inputs and --shape exclude each other: the inputs file fixes the shapes",
+                              "drop --shape, or give arrays of the shape you want")
+        if self.inputs is not None and not Path(self.inputs).is_file():
+            raise ConfigError(f"--inputs {self.inputs}: no such file", "give an .npz with one array per model input")
+        for text in self.shapes:
+            parse_shape(text)
+        if self.int_range is not None:
+            parse_int_range(self.int_range)
         for fmt in self.formats or []:
             if fmt not in MODEL_SUFFIXES.values():
                 raise ConfigError(f"--format {fmt!r}: allowed tflite, onnx")
@@ -86,6 +101,8 @@ class Job:
     runtime_hint: str | None = None  # the runtime the host used at build time (manifest)
     metrics: dict[str, Any] | None = None
     build_key: str | None = None
+    inputs: Path | None = None  # a user's inputs file (ready model files only), pushed by hash like the reference
+    inputs_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -103,3 +120,26 @@ class DevicePlan:
 
 def split_values(values: Iterable[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in str(item).split(",") if v.strip()]
+
+
+def parse_shape(text: str) -> tuple[str | None, list[int]]:
+    """``--shape NAME=1x3x224x224`` (or ``1x3x224x224`` for a single-input model; ``NAME=`` for a scalar)."""
+    name, _, dims = text.rpartition("=") if "=" in text else (None, "", text)
+    try:
+        shape = [int(d) for d in dims.lower().split("x")] if dims.strip() else []
+    except ValueError:
+        shape = [0]
+    if any(d < 1 for d in shape) or name == "":
+        raise ConfigError(f"--shape {text!r}: expected NAME=1x3x224x224 (dimensions >= 1)",
+                          "e.g. --shape input=1x3x224x224; NAME may be left out for a single-input model")
+    return name, shape
+
+
+def parse_int_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--int-range {text!r}: expected LO:HI", "e.g. --int-range 0:9") from None
+    if lo > hi:
+        raise ConfigError(f"--int-range {text!r}: LO is above HI", "e.g. --int-range 0:9")
+    return lo, hi

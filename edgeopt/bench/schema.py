@@ -57,9 +57,21 @@ class RuntimeBlock(_Open):
     threads: StrictInt | None = None
 
 
+class InputTensor(_Open):
+    """One input as it ran: its shape (dynamic dims resolved), dtype, and where the shape came from."""
+
+    name: StrictStr
+    shape: list[StrictInt] = []
+    dtype: StrictStr | None = None
+    shape_from: StrictStr | None = None  # "--shape" | "default" | "model" | "file"
+
+
 class InputsBlock(_Open):
-    source: StrictStr | None = None
+    source: StrictStr | None = None  # "reference" | "inputs" (a user's --inputs file) | "random" (generated)
     sha256: StrictStr | None = None
+    generated: bool | None = None
+    samples: StrictInt | None = None
+    tensors: list[InputTensor] | None = None
 
 
 class MemoryBlock(_Open):
@@ -69,13 +81,28 @@ class MemoryBlock(_Open):
 class ArtifactParity(_Open):
     all_finite: bool | None = None
     top1_agreement: Num | None = None
+    max_abs_diff: Num | None = None
+    sqnr_db: Num | None = None
+
+
+class OutputParity(_Open):
+    """Parity of one output (``parity.outputs[k]``): against the artifact's host run and the float model's."""
+
+    index: StrictInt
+    name: StrictStr
+    artifact: ArtifactParity | None = None
+    float: ArtifactParity | None = None
 
 
 class ParityBlock(_Open):
+    """Top-level ``artifact``/``top1_agreement``/``max_abs_diff`` are the worst output's (``worst_output``)."""
+
     artifact: ArtifactParity | None = None
     accuracy: Num | None = None
     top1_agreement: Num | None = None
     max_abs_diff: Num | None = None
+    worst_output: StrictInt | None = None
+    outputs: list[OutputParity] | None = None
 
 
 class EnergyBlock(_Open):

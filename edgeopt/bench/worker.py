@@ -121,12 +121,19 @@ def remote_workdir(plan: DevicePlan, home: str) -> str:
 
 
 def agent_argv(plan: DevicePlan, ctx: RunContext, agent_remote: str, job: Job, model_remote: str,
-                ref_remote: str | None, threads: int | None) -> list[str]:
+               ref_remote: str | None, threads: int | None, inputs_remote: str | None = None) -> list[str]:
     opts = ctx.opts
     argv = ["run", "--model", model_remote, "--sha256", job.sha256,
             "--runs", str(opts.runs), "--warmup", str(opts.warmup), "--format", job.format]
     if ref_remote:
         argv += ["--reference", ref_remote]
+    elif inputs_remote:
+        argv += ["--inputs", inputs_remote]
+    else:  # generated inputs
+        for shape in opts.shapes:
+            argv += ["--shape", shape]
+        if opts.int_range:
+            argv += ["--int-range", opts.int_range]
     if opts.min_seconds:
         argv += ["--min-seconds", repr(float(opts.min_seconds))]
     if opts.max_runs is not None:
@@ -224,8 +231,9 @@ def run_device(plan: DevicePlan, ctx: RunContext) -> list[dict[str, Any]]:
                     agent_remote = push(ctx.agent, ctx.agent_sha, "agent")
                 model_remote = push(job.model, job.sha256, "model")
                 ref_remote = push(job.reference, job.reference_sha256, "reference") if job.reference else None
+                inputs_remote = push(job.inputs, job.inputs_sha256, "inputs") if job.inputs else None
                 ctx.progress.running(name, job.label, i, count)
-                argv = agent_argv(plan, ctx, agent_remote, job, model_remote, ref_remote, threads)
+                argv = agent_argv(plan, ctx, agent_remote, job, model_remote, ref_remote, threads, inputs_remote)
                 assert session is not None  # opened before agent_remote was first set
                 agent = session.run_json(argv, timeout=ctx.opts.timeout)
                 if not isinstance(agent, dict) or agent.get("command") != "run":

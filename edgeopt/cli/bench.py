@@ -30,6 +30,7 @@ def _options_from_args(args: argparse.Namespace) -> BenchOptions:
         ssh_config=args.ssh_config, connect_timeout=args.connect_timeout,
         command=args.command_line,
         agent_args=_condition_args(args),
+        inputs=Path(args.inputs) if args.inputs else None, shapes=list(args.shape or []), int_range=args.int_range,
     )
 
 
@@ -103,7 +104,8 @@ def _arguments(b: argparse.ArgumentParser) -> None:
     from edgeopt.bench import DEFAULT_TIMEOUT
 
     b.add_argument("models", nargs="*", metavar="MODEL",
-                   help="ready .tflite/.onnx files to run instead of built artifacts (random inputs)")
+                   help="ready .tflite/.onnx files to run instead of built artifacts (generated inputs, or "
+                        "--inputs)")
     b.add_argument("--target", "-t", action="append",
                    help="target name or YAML file; repeat for several devices in parallel (default: local)")
     conn = b.add_argument_group("connection (override the target's)")
@@ -122,6 +124,15 @@ def _arguments(b: argparse.ArgumentParser) -> None:
                       help="profile(s), repeatable or comma-separated (default: every profile built for the target)")
     what.add_argument("--artifacts", default="artifacts", metavar="DIR", help="artifact root (default ./artifacts)")
     what.add_argument("--format", action="append", choices=["tflite", "onnx"], help="only this format")
+    ins = b.add_argument_group("inputs of ready model files (docs/artifacts.md)")
+    ins.add_argument("--inputs", metavar="NPZ",
+                     help="real inputs: one array per model input name ('x' for a single input), (N, *sample) "
+                          "or one sample; checked on the host, pushed by hash")
+    ins.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
+                     help="run a dynamic input with this shape (repeatable; NAME may be left out for a "
+                          "single-input model); default: batch 1, other dynamic dims 224")
+    ins.add_argument("--int-range", metavar="LO:HI",
+                     help="range of generated integer inputs, clipped to the dtype (default 0:127)")
     how = b.add_argument_group("measurement")
     how.add_argument("--runs", type=positive_int, default=100, help="timed runs (default 100)")
     how.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
