@@ -98,6 +98,12 @@ class BudgetError(EdgeoptError):
     """The firmware does not fit the target's flash or RAM."""
 
 
+class QualityError(EdgeoptError):
+    """An artifact was built but its outputs are broken against the float model (kept, marked, for inspection)."""
+
+    exit_code = 1
+
+
 class StoreError(EdgeoptError):
     """The results store cannot be opened or read."""
 

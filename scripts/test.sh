@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/system-deps.sh
 bash scripts/check.sh
+# ONNX -> TFLite (onnx2tf) runs in its own Python 3.12 venv: built once here (~3 min cold, cached by its pins)
+bash scripts/onnx2tf-env.sh >/dev/null
 exec .venv/bin/python -m pytest "$@"

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 @pytest.fixture(scope="session")
 def example_model() -> Path:
-    from edgeopt.inputs.model import example_model_path
+    from edgeopt.inputs.example_model import example_model_path
 
     return example_model_path()
 
@@ -37,7 +37,7 @@ def wide_build(example_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     CI tests' regression is a change that does more work. Returns the target directory (``<out>/local``)."""
     from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile, load_target
-    from edgeopt.inputs.model import build_example_architecture
+    from edgeopt.inputs.example_model import build_example_architecture
 
     root = tmp_path_factory.mktemp("wide-build")
     model = build_example_architecture(width=64)

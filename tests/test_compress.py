@@ -241,7 +241,7 @@ def test_training_profile_needs_a_keras_model(tmp_path: Path) -> None:
 
 
 def test_student_larger_than_teacher_is_refused(example_model, tmp_path: Path) -> None:
-    from edgeopt.inputs.model import build_example_architecture
+    from edgeopt.inputs.example_model import build_example_architecture
 
     big = tmp_path / "big.keras"
     build_example_architecture(width=24).save(big)

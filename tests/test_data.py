@@ -10,6 +10,7 @@ import pytest
 
 from edgeopt.errors import DataError
 from edgeopt.inputs.data import check_against_model, example_split, load_dataset
+from edgeopt.inputs.tensors import TensorSpec
 
 
 def test_npz_folder_and_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,9 +45,11 @@ def test_npz_folder_and_callable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_bad_sources_are_clear(tmp_path: Path) -> None:
-    np.savez(tmp_path / "nox.npz", inputs=np.zeros((3, 2)))
-    with pytest.raises(DataError, match="no array named 'x'.*found: inputs"):
-        load_dataset(str(tmp_path / "nox.npz"))
+    np.savez(tmp_path / "onlyy.npz", y=np.zeros(3))
+    with pytest.raises(DataError, match="onlyy.npz: no input arrays .found: y"):
+        load_dataset(str(tmp_path / "onlyy.npz"))
+    np.savez(tmp_path / "named.npz", inputs=np.zeros((3, 2)))  # named after a model input: checked against the model
+    assert list(load_dataset(str(tmp_path / "named.npz")).inputs or {}) == ["inputs"]
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(DataError, match="corrupt.npz: not a valid .npz file"):
         load_dataset(str(tmp_path / "corrupt.npz"))
@@ -61,17 +64,18 @@ def test_bad_sources_are_clear(tmp_path: Path) -> None:
 
 def test_checks_against_model_input() -> None:
     d = example_split("calibration")
-    assert check_against_model(d, (28, 28, 1), "float32", "calibration", 16) is d
-    assert check_against_model(d, (None, 28, 1), "float32", "calibration").x.shape == (200, 28, 28, 1)
+    assert check_against_model(d, [TensorSpec("x", (None, 28, 28, 1), "float32")], "calibration", 16).x is d.x
+    assert check_against_model(d, [TensorSpec("x", (None, None, 28, 1), "float32")], "calibration").x.shape == (200, 28, 28, 1)
     with pytest.raises(DataError, match=r"shape \(28, 28, 1\) but the model input expects \(8, 8, 1\)"):
-        check_against_model(d, (8, 8, 1), "float32", "calibration")
+        check_against_model(d, [TensorSpec("x", (None, 8, 8, 1), "float32")], "calibration")
     ints = type(d)((d.x * 255).astype(np.uint8), d.y, "u8.npz", d.sha256)
     with pytest.raises(DataError) as e:
-        check_against_model(ints, (28, 28, 1), "float32", "calibration")
+        check_against_model(ints, [TensorSpec("x", (None, 28, 28, 1), "float32")], "calibration")
     assert "dtype uint8 but the model input is float32" in e.value.one_line()
     assert "astype('float32') / 255" in e.value.one_line()
     with pytest.raises(DataError, match="5 samples, at least 16 needed"):
-        check_against_model(d.head(5), (28, 28, 1), "float32", "calibration", min_samples=16)
+        check_against_model(d.head(5), [TensorSpec("x", (None, 28, 28, 1), "float32")], "calibration",
+                            min_samples=16)
 
 
 def test_example_split_is_fixed_and_disjoint() -> None:
@@ -182,7 +186,7 @@ def test_values_that_overflow_the_model_input_are_refused() -> None:
     d = example_split("calibration").head(20)
     big = type(d)(d.x.astype(np.float64) * 1e300, None, "big.npz", d.sha256)
     with pytest.raises(DataError, match="big.npz: .* values overflow the model input float32"):
-        check_against_model(big, (28, 28, 1), "float32", "calibration")
+        check_against_model(big, [TensorSpec("x", (None, 28, 28, 1), "float32")], "calibration")
     wide = type(d)((d.x * 1000).astype(np.int64), None, "wide.npz", d.sha256)
     with pytest.raises(DataError, match=r"wide.npz: values 0..1000 do not fit the model input int8"):
-        check_against_model(wide, (28, 28, 1), "int8", "calibration")
+        check_against_model(wide, [TensorSpec("x", (None, 28, 28, 1), "int8")], "calibration")

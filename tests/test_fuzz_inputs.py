@@ -42,6 +42,7 @@ from edgeopt.config import Profile, Target, load_model_file
 from edgeopt.config.lab import Lab
 from edgeopt.errors import ConfigError, DataError, EdgeoptError
 from edgeopt.inputs.data import check_against_model, load_dataset
+from edgeopt.inputs.tensors import TensorSpec
 
 EDGEOPT = str(Path(sys.executable).with_name("edgeopt"))
 LEFTOVER_MARKS = (".staging", ".part", ".old-", ".edgeopt-probe-", ".probe-")
@@ -833,7 +834,7 @@ def test_check_against_model_any_input(x: np.ndarray, shape: list[int | None], d
 
     data = Dataset(x, None, "d.npz", "0" * 64)
     try:
-        out = check_against_model(data, tuple(shape), dtype, "calibration", min_samples)
+        out = check_against_model(data, [TensorSpec("x", (None, *tuple(shape)), dtype)], "calibration", min_samples)
     except DataError as exc:
         assert "d.npz" in exc.one_line() and "\n" not in exc.one_line()
         return

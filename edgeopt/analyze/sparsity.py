@@ -38,7 +38,9 @@ def tflite_weight_sparsity(path: Any, min_weights: int = 0) -> dict[str, Any]:
                      "weights": int(w.size), "zeros": z})
     big = [r for r in rows if r["weights"] >= max(min_weights, 2)]
     pz, pt = sum(r["zeros"] for r in big), sum(r["weights"] for r in big)
+    int8 = sum(r["weights"] for r in rows if r["dtype"] in ("int8", "uint8"))
     return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0,
+            "int8_share": round(int8 / total, 6) if total else 0.0,
             "pruned": {"min_weights": min_weights, "zeros": pz, "weights": pt,
                        "sparsity": round(pz / pt, 6) if pt else 0.0},
             "tensors": rows}
@@ -55,17 +57,20 @@ def onnx_weight_sparsity(path: Any) -> dict[str, Any]:
     deq = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
     names = []
     for n in proto.graph.node:
-        if n.op_type in ("Conv", "MatMul", "Gemm", "ConvTranspose", "QLinearConv", "QLinearMatMul"):
+        if n.op_type in ("Conv", "MatMul", "Gemm", "ConvTranspose", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                         "MatMulInteger"):
             for name in n.input:
                 names.append(deq.get(name, name))
-    zeros = total = 0
+    zeros = total = int8 = 0
     for name in dict.fromkeys(names):
         init = inits.get(name)
         if init is None or len(init.dims) < 2:
             continue
         w = numpy_helper.to_array(init)
         zeros, total = zeros + int(np.sum(w == 0)), total + int(w.size)
-    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0}
+        int8 += int(w.size) if w.dtype in (np.int8, np.uint8) else 0
+    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / total, 6) if total else 0.0,
+            "int8_share": round(int8 / total, 6) if total else 0.0}
 
 
 def compression_facts(path: Path, fmt: str, min_weights: int = 0) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def compression_facts(path: Path, fmt: str, min_weights: int = 0) -> dict[str, A
         if fmt == "tflite":
             s = tflite_weight_sparsity(path, min_weights)
             facts["weight_sparsity"] = {"zeros": s["zeros"], "weights": s["weights"], "sparsity": s["sparsity"],
-                                        "pruned_tensors": s["pruned"]}
+                                        "int8_share": s["int8_share"], "pruned_tensors": s["pruned"]}
         else:
             facts["weight_sparsity"] = onnx_weight_sparsity(path)
     except Exception as exc:  # noqa: BLE001 - a fact we cannot read is reported, never fatal

@@ -6,6 +6,7 @@ conversion work: the key is computed and checked before TensorFlow is even impor
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import json
 import tempfile
@@ -13,24 +14,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 import numpy as np
 
 from edgeopt import __version__
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
+from edgeopt.build.judge import describe_artifact, make_judge, worst_verdict
+from edgeopt.build.onnx_view import OnnxView, onnx2tf_facts, onnx2tf_unavailable, onnx_view
+from edgeopt.build.reference import make_reference, npz_bytes
 from edgeopt.build.reporter import Reporter
+from edgeopt.build.steps import StepContext, onnx_step, tflite_step
 from edgeopt.config import Profile, Target
-from edgeopt.errors import ConversionError, EdgeoptError, ModelError
+from edgeopt.errors import ConversionError
 from edgeopt.inputs.data import Dataset, check_against_model, check_labels, load_dataset
-from edgeopt.inputs.model import SourceModel, example_model_path, open_model
+from edgeopt.inputs.example_model import example_model_path
+from edgeopt.inputs.model import SourceModel, open_model
 from edgeopt.paths import shipped
 
 TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "tflite-micro", "numpy")
 FIRMWARE_TEMPLATE = shipped("firmware") / "tflm"
-REFERENCE_SAMPLES = 32
-RUNTIME_FOR = {"tflite": "litert", "onnx": "onnxruntime"}
 
 
 def tool_versions() -> dict[str, str]:
@@ -70,9 +74,10 @@ class BuildResult:
         return {
             "target": self.target, "profile": self.profile, "directory": str(self.directory),
             "cached": self.cached, "seconds": round(self.seconds, 3),
-            "artifacts": [{k: a.get(k) for k in ("file", "format", "bytes", "sha256", "metrics")}
+            "artifacts": [{k: a.get(k) for k in ("file", "format", "bytes", "sha256", "metrics", "quality")}
                           for a in self.manifest["artifacts"]],
             "skipped": self.manifest.get("skipped", []),
+            "verdict": self.manifest.get("verdict"),
         }
 
 
@@ -83,8 +88,8 @@ def formats_for(target: Target, profile: Profile, src_kind: str) -> tuple[list[s
     for fmt in target.formats:
         if fmt == "tflite" and not profile.tflite.enabled or fmt == "onnx" and not profile.onnx.enabled:
             skipped.append({"format": fmt, "reason": f"profile {profile.name} disables {fmt}"})
-        elif fmt == "tflite" and src_kind == "onnx":
-            skipped.append({"format": fmt, "reason": "no ONNX -> TFLite converter is pinned; give a Keras/SavedModel"})
+        elif fmt == "tflite" and src_kind == "onnx" and onnx2tf_unavailable():
+            skipped.append({"format": fmt, "reason": f"ONNX -> TFLite (onnx2tf) unavailable: {onnx2tf_unavailable()}"})
         else:
             made.append(fmt)
     return made, skipped
@@ -97,6 +102,8 @@ def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset
         "calibration": calib.sha256 if calib else None, "eval": evalset.sha256 if evalset else None,
         "tools": tool_versions(),
     }
+    if src.kind == "onnx" and "tflite" in target.formats:
+        facts["onnx2tf"] = onnx2tf_facts()
     if profile.needs_training:  # plain profiles keep their keys
         from edgeopt.build.transforms import transform_facts
 
@@ -134,7 +141,9 @@ class Pipeline:
     def __init__(self, req: BuildRequest, reporter: Reporter | None = None) -> None:
         self.req = req
         self.rep = reporter or Reporter()
-        self._float_eval: np.ndarray | None = None
+        self._float_eval: list[np.ndarray] | None = None
+        self._view: OnnxView | None = None  # an ONNX source seen as TensorFlow (onnx2tf), made once per run
+        self._workdir: Path | None = None
 
     def run(self) -> list[BuildResult]:
         req = self.req
@@ -169,42 +178,35 @@ class Pipeline:
                 todo.append((profile, key))
         if todo:
             src.load()
+            check_model_fits(src, req.target, [p for p, _ in todo])
             if calib is not None:
                 needed = [p.calibration.min_samples for p, _ in todo if p.needs_calibration]
-                calib = check_against_model(calib, src.input_shape, src.input_dtype, "calibration",
-                                            min_samples=max(needed, default=1))
+                calib = check_against_model(calib, src.inputs, "calibration", min_samples=max(needed, default=1))
             if evalset is not None:
-                evalset = check_against_model(evalset, src.input_shape, src.input_dtype, "eval")
+                evalset = check_against_model(evalset, src.inputs, "eval")
                 check_labels(evalset, src.output_shape, "eval")
             if train is not None and any(p.needs_training for p, _ in todo):
-                train = check_against_model(train, src.input_shape, src.input_dtype, "training")
+                train = check_against_model(train, src.inputs, "training")
                 check_labels(train, src.output_shape, "training")
             self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
-            for profile, key in todo:
-                results.append(self._build_one(src, profile, key, calib, evalset, train))
+            with tempfile.TemporaryDirectory(prefix="edgeopt-run-") as workdir:
+                self._workdir = Path(workdir)
+                for profile, key in todo:
+                    results.append(self._build_one(src, profile, key, calib, evalset, train))
         return results
 
-    # -------------------------------------------------------------------------------------------------------
-    def _float_outputs(self, src: SourceModel, evalset: Dataset) -> np.ndarray:
-        if self._float_eval is None:
-            self._float_eval = src.predict(evalset.x)
-        return self._float_eval
+    def _onnx_view(self, src: SourceModel) -> OnnxView:
+        if self._view is None:
+            assert self._workdir is not None
+            self.rep.note(f"converting {src.path.name} to TensorFlow with onnx2tf (NCHW -> NHWC)")
+            self._view = onnx_view(src, self._workdir, self.rep.note)
+        return self._view
 
-    def _reference_inputs(self, src: SourceModel, calib: Dataset | None, evalset: Dataset | None
-                          ) -> tuple[np.ndarray, np.ndarray | None, str]:
-        if evalset is not None:
-            head = evalset.head(REFERENCE_SAMPLES)
-            return head.x, head.y, "eval"
-        if calib is not None:
-            return calib.head(REFERENCE_SAMPLES).x, None, "calibration"
-        if any(d is None for d in src.input_shape):
-            raise ConversionError(f"model input shape {src.input_shape} has unknown dims and no data was given",
-                                  "pass --data or --eval so reference inputs have a shape")
-        shape = cast("tuple[int, ...]", src.input_shape)  # no None dims: checked above
-        rng = np.random.default_rng(0)
-        x = rng.random((8, *shape), dtype=np.float32) if np.dtype(src.input_dtype).kind == "f" \
-            else rng.integers(0, 127, (8, *shape)).astype(src.input_dtype)
-        return x, None, "random"
+    # -------------------------------------------------------------------------------------------------------
+    def _float_outputs(self, src: SourceModel, evalset: Dataset) -> list[np.ndarray]:
+        if self._float_eval is None:
+            self._float_eval = src.predict_all(evalset.feeds)
+        return self._float_eval
 
     def _build_one(self, src: SourceModel, profile: Profile, key: str, calib: Dataset | None,
                    evalset: Dataset | None, train: Dataset | None = None) -> BuildResult:
@@ -212,16 +214,11 @@ class Pipeline:
         t0 = time.perf_counter()
         fmts, skipped = formats_for(target, profile, src.kind)
         final = req.out / target.name / profile.name
-        calib_x = calib.x if calib is not None else None
+        calib_feeds = calib.feeds if calib is not None else None
         n_cal = min(profile.calibration.samples, len(calib)) if calib is not None else 0
         passes: list[dict[str, Any]] = []
         artifacts: list[dict[str, Any]] = []
-        ref_x, ref_y, ref_source = self._reference_inputs(src, calib, evalset)
-        reference: dict[str, np.ndarray] = {"x": ref_x.astype(np.float32) if ref_x.dtype.kind == "f" else ref_x,
-                                            "y_float": src.predict(ref_x)}
-        check_finite_outputs(src, reference["y_float"], ref_source)
-        if ref_y is not None:
-            reference["labels"] = ref_y.astype(np.int64)
+        ref = make_reference(src, calib, evalset)
 
         def timed(name: str, fn: Callable[[], Any]) -> Any:
             self.rep.step(profile.name, name)
@@ -242,27 +239,28 @@ class Pipeline:
                 assert train is not None
                 src, transform = timed(profile.transforms[0], lambda: run_transform(
                     teacher, profile, train, evalset, stage, self.rep.note))
+            view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
+            judge = make_judge(teacher, evalset, self._float_outputs(teacher, evalset) if evalset else None, ref, view)
+            ctx = StepContext(target.static_batch, calib_feeds, n_cal, tmp, timed, self.rep.note, judge,
+                              str(teacher.path))
             for fmt in fmts:
                 out = stage / f"model.{fmt}"
-                if fmt == "tflite":
-                    from edgeopt.convert.tflite import convert_tflite
-
-                    timed("tflite", lambda: convert_tflite(src, profile.tflite, out,  # noqa: B023 (called now)
-                                                           calibration=calib_x,
-                                                           calibration_samples=n_cal,
-                                                           static_batch=target.static_batch))
+                if fmt == "tflite" and view is not None:
+                    tf_ctx = dataclasses.replace(ctx, calib=view.to_tf(calib_feeds) if calib_feeds else None)
+                    facts = {**tflite_step(tf_ctx, view.tf_src, profile, out), "layout_change": view.describe()}
                 else:
-                    self._onnx_chain(src, profile, out, tmp, calib_x, n_cal, timed)
-                artifacts.append(self._describe(out, fmt, teacher, evalset, reference, profile))
+                    facts = (tflite_step if fmt == "tflite" else onnx_step)(ctx, src, profile, out)
+                artifacts.append({**describe_artifact(out, fmt, judge, ref, profile),
+                                  **({"conversion": facts} if facts else {})})
                 self.rep.artifact_done()
             tflm = None
             if wants_firmware(target) and "tflite" in fmts:
                 from edgeopt.convert.tflm import build_firmware
 
                 tflm = timed("tflm-firmware", lambda: build_firmware(
-                    stage / "model.tflite", target, stage / "firmware", sample_input=reference["x"][0],
-                    eval_inputs=reference["x"], note=self.rep.note))
-            atomic_write_bytes(stage / "reference.npz", _npz_bytes(reference))
+                    stage / "model.tflite", target, stage / "firmware", sample_input=ref.tflite_inputs()[0],
+                    eval_inputs=ref.tflite_inputs(), note=self.rep.note))
+            atomic_write_bytes(stage / "reference.npz", npz_bytes(ref.arrays))
             manifest = Manifest({
                 "schema": 1,
                 "edgeopt_version": __version__,
@@ -279,10 +277,12 @@ class Pipeline:
                          "calibration_samples_used": n_cal,
                          "eval": evalset.describe() if evalset else None},
                 "reference": {"file": "reference.npz", "sha256": sha256_file(stage / "reference.npz"),
-                              "samples": int(len(ref_x)), "inputs_from": ref_source},
+                              "samples": ref.samples, "inputs_from": ref.inputs_from,
+                              "keys": sorted(ref.arrays)},
                 "passes": passes,
                 "artifacts": artifacts,
                 "skipped": skipped,
+                "verdict": worst_verdict(artifacts),
             })
             if tflm is not None:
                 manifest["tflm"] = tflm
@@ -292,73 +292,20 @@ class Pipeline:
             manifest.write(stage)
         return BuildResult(target.name, profile.name, final, manifest, False, time.perf_counter() - t0, passes)
 
-    def _onnx_chain(self, src: SourceModel, profile: Profile, out: Path, tmp: Path, calib_x: np.ndarray | None,
-                    n_cal: int, timed: Callable[[str, Callable[[], Any]], Any]) -> None:
-        from edgeopt.convert.simplify import simplify_onnx
 
-        static = self.req.target.static_batch
-        if src.kind == "onnx":
-            raw = src.path
-        else:
-            from edgeopt.convert.onnx_export import export_onnx
-
-            raw = timed("onnx-export", lambda: export_onnx(src, tmp / f"{profile.name}-raw.onnx",
-                                                           static_batch=static))
-        quantised = profile.onnx.quantization != "none"
-        simplified = out if not quantised else tmp / f"{profile.name}-simplified.onnx"
-        timed("onnx-simplify", lambda: simplify_onnx(raw, simplified, static_batch=static and src.kind == "onnx",
-                                                     input_shape=src.input_shape, input_name=src.input_name))
-        if quantised:
-            from edgeopt.convert.onnx_quantize import quantize_onnx
-
-            timed(f"onnx-{profile.onnx.quantization}",
-                  lambda: quantize_onnx(simplified, profile.onnx, out, calibration=calib_x, calibration_samples=n_cal))
-
-    def _describe(self, path: Path, fmt: str, src: SourceModel, evalset: Dataset | None,
-                  reference: dict[str, np.ndarray], profile: Profile | None = None) -> dict[str, Any]:
-        """``src`` is the model the user gave: metrics compare every artifact, transformed or not, with it."""
-        from edgeopt.analyze.evaluate import compare, run_artifact
-
-        if fmt == "tflite":
-            from edgeopt.analyze.tflite import inspect as inspect_tflite
-
-            info = inspect_tflite(path.read_bytes())
-        else:
-            from edgeopt.analyze.onnx import inspect as inspect_onnx
-
-            info = inspect_onnx(path)
-        try:
-            reference[f"y_{fmt}"] = run_artifact(path, fmt, reference["x"])
-            metrics = None
-            if evalset is not None:
-                metrics = compare(run_artifact(path, fmt, evalset.x), self._float_outputs(src, evalset), evalset.y)
-        except EdgeoptError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
-            raise ConversionError(f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
-                                  ) from exc
-        from edgeopt.analyze.sparsity import compression_facts
-
-        min_weights = profile.prune.min_weights if profile is not None and profile.prune is not None else 0
-        return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": sha256_file(path),
-                "bytes": path.stat().st_size, **info, "metrics": metrics,
-                **compression_facts(path, fmt, min_weights)}
-
-
-def check_finite_outputs(src: SourceModel, y: np.ndarray, inputs_from: str) -> None:
-    """NaN/Inf out of the float model on sane inputs: damaged weights (which would also crash the calibrator)."""
-    bad = ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
-    if bad.any():
-        raise ModelError(f"{src.path}: the model's float outputs hold NaN/Inf for {int(bad.sum())} of {len(y)} "
-                         f"{inputs_from} inputs", "the weights may be damaged; re-export the model")
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle: bool
-    return buf.getvalue()
+def check_model_fits(src: SourceModel, target: Target, profiles: list[Profile]) -> None:
+    """What needs a single-input single-output model (training transforms, TFLM firmware) says so up front."""
+    if src.single_io:
+        return
+    shape = f"{len(src.inputs)} inputs / {len(src.outputs)} outputs"
+    for profile in profiles:
+        if profile.needs_training:
+            raise ConversionError(f"profile {profile.name} ({profile.transforms[0]}) trains single-input "
+                                  f"single-output models; {src.path} has {shape}",
+                                  "use a profile without training (fp32, dynamic, int8, int8-auto)")
+    if wants_firmware(target):
+        raise ConversionError(f"target {target.name} (TFLite Micro firmware) takes single-input single-output "
+                              f"models; {src.path} has {shape}", "build it for an application-processor target")
 
 
 def build(req: BuildRequest, reporter: Reporter | None = None) -> list[BuildResult]:

@@ -30,31 +30,69 @@ class BuildReporter(RichReporter):
         super().start(total_steps)
 
 
-def print_build(results: list[Any], console: Any) -> None:
+def print_build(results: list[Any], console: Any, verbose: bool = False) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     roots = sorted({str(r.directory.parent) for r in results})
     table = Table(title="edgeopt build", title_justify="left",
                   caption=f"artifacts in {', '.join(roots)}/<profile>/ (manifest.json, reference.npz)",
                   caption_justify="left")
-    for col in ("profile", "format", "bytes", "accuracy", "top-1 agree", "max |diff|", "status"):
-        table.add_column(col, justify="left" if col in ("profile", "format", "status") else "right", no_wrap=True)
+    for col in ("profile", "format", "bytes", "quality", "worst output", "accuracy", "top-1 agree", "status"):
+        table.add_column(col, justify="right" if col in ("bytes", "accuracy", "top-1 agree") else "left",
+                         no_wrap=col != "worst output")
+    style = {"ok": "green", "degraded": "yellow", "broken": "bold red"}
     for r in results:
         for a in r.manifest["artifacts"]:
             m = a.get("metrics") or {}
+            q = a.get("quality") or {}
+            verdict = q.get("verdict", "-")
             acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
-            agree = f"{m['top1_agreement']:.4f}" if m else "-"
-            diff = f"{m['max_abs_diff']:.4f}" if m else "-"
-            table.add_row(r.profile, a["format"], f"{a['bytes']:,}", acc, agree, diff,
-                          "cached" if r.cached else f"built {r.seconds:.1f} s")
+            agree = f"{m['top1_agreement']:.4f}" if "top1_agreement" in m else "-"
+            table.add_row(r.profile, a["format"], f"{a['bytes']:,}",
+                          f"[{style.get(verdict, '')}]{verdict}[/]" if verdict in style else verdict,
+                          escape(worst_line(q)), acc, agree, "cached" if r.cached else f"built {r.seconds:.1f} s")
         for sk in r.manifest.get("skipped", []):
-            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", f"skipped: {sk['reason']}")
+            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", "-", escape(f"skipped: {sk['reason']}"))
     console.print(table)
+    if verbose:
+        for r in results:
+            for a in r.manifest["artifacts"]:
+                worst = (a.get("conversion") or {}).get("worst_tensors") or []
+                if worst:
+                    console.print(f"where int8 loses it in {r.profile}/{a['file']} (worst first):", markup=False)
+                    for t in worst:
+                        console.print("  " + ", ".join(f"{k}={_short(v)}" for k, v in t.items()), markup=False)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def worst_line(quality: dict[str, Any]) -> str:
+    """``class_scores: sqnr_db 3.1 < 20`` - the worst output and figure of a verdict, or ``-``."""
+    worst = quality.get("worst") or {}
+    if not worst or quality.get("verdict") == "ok":
+        return "-" if not worst else f"{worst.get('output')}: {worst.get('figure')} {_short(worst.get('value'))}"
+    return f"{worst.get('output')}: {worst.get('figure')} {_short(worst.get('value'))} " \
+           f"(limit {_short(worst.get('threshold'))})"
+
+
+def broken_artifacts(results: list[Any]) -> list[str]:
+    """One line per artifact whose verdict is ``broken``: its path and the worst figure."""
+    out = []
+    for r in results:
+        for a in r.manifest["artifacts"]:
+            q = a.get("quality") or {}
+            if q.get("verdict") == "broken":
+                out.append(f"{r.directory / a['file']} is broken ({worst_line(q)})")
+    return out
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from edgeopt.build import BuildRequest, build
     from edgeopt.config import load_profile, load_target
+    from edgeopt.errors import QualityError
 
     if args.search:
         if args.drop_non_finite:
@@ -73,7 +111,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
                          indent=2))
     else:
-        print_build(results, stdout_console())
+        print_build(results, stdout_console(), verbose=args.verbose)
+    broken = broken_artifacts(results)
+    if broken and not args.allow_degraded:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise QualityError(f"{broken[0]}{more}; kept for inspection, marked broken in its manifest",
+                           "use a profile that keeps the failing layers in float (-p int8-auto), or pass "
+                           "--allow-degraded to accept it")
     return 0
 
 
@@ -205,8 +249,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--drop-non-finite", action="store_true",
                    help="drop the samples of --data/--eval/--train holding NaN/Inf (counted in the manifest) "
                         "instead of refusing the data")
+    b.add_argument("--allow-degraded", action="store_true",
+                   help="exit 0 even when an artifact's quality verdict is broken (it stays marked in the manifest)")
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
-    b.add_argument("-v", "--verbose", action="store_true", help="show each pass and its time")
+    b.add_argument("-v", "--verbose", action="store_true",
+                   help="show each pass and its time, and where int8 loses accuracy (worst tensors)")
     add_later(b, _search_arguments)  # the objectives come from edgeopt.build.search (bench, numpy, pydantic)
     b.set_defaults(func=cmd_build)
 

@@ -121,6 +121,77 @@ class QATOptions(Training):
     freeze_batch_norm: bool = True  # BN statistics fixed while fine-tuning (needed for exact folding)
 
 
+class QualityLevel(StrictModel):
+    """The thresholds of one verdict level: an output failing any of them is at least at that level.
+
+    ``None`` switches a figure off. docs/quality.md says what each figure measures.
+    """
+
+    min_sqnr_db: float | None  # whole output: 10 log10(sum ref^2 / sum (ref - artifact)^2)
+    min_cosine: float | None  # per sample, the worst sample
+    max_relative_error: float | None  # max |ref - artifact| / float range of the output
+    max_constant_channel_share: float | None = Field(ge=0, le=1)  # channels varying in float, constant here
+    min_channel_snr_db: float | None  # worst channel: 10 log10(variance of ref / mean square error)
+    min_top1_agreement: float | None = Field(ge=0, le=1)  # classifier outputs only
+    max_accuracy_drop_pp: float | None  # classifier outputs with labels only
+
+
+class DegradedLevel(QualityLevel):
+    """Below these an artifact is ``degraded``: usable, but look at it (defaults measured: docs/quality.md)."""
+
+    min_sqnr_db: float | None = 15.0
+    min_cosine: float | None = 0.99
+    max_relative_error: float | None = 0.2
+    max_constant_channel_share: float | None = Field(default=0.0, ge=0, le=1)
+    min_channel_snr_db: float | None = 10.0
+    min_top1_agreement: float | None = Field(default=0.95, ge=0, le=1)
+    max_accuracy_drop_pp: float | None = 2.0
+
+
+class BrokenLevel(QualityLevel):
+    """Below these an artifact is ``broken``: its outputs no longer carry what the float model computes."""
+
+    min_sqnr_db: float | None = 5.0
+    min_cosine: float | None = 0.9
+    max_relative_error: float | None = 0.6
+    max_constant_channel_share: float | None = Field(default=0.5, ge=0, le=1)
+    min_channel_snr_db: float | None = 1.0
+    min_top1_agreement: float | None = Field(default=0.5, ge=0, le=1)
+    max_accuracy_drop_pp: float | None = 20.0
+
+
+class QualityOptions(StrictModel):
+    """How an artifact's outputs are judged against the float model's (edgeopt.analyze.quality.assess)."""
+
+    degraded: DegradedLevel = DegradedLevel()
+    broken: BrokenLevel = BrokenLevel()
+    # a channel whose float values span less than this share of the output's float range is too quiet to judge
+    channel_floor: float = Field(default=1e-4, ge=0, lt=1)
+    # a channel whose artifact values span less than this share of its float span counts as constant
+    constant_tolerance: float = Field(default=0.01, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> QualityOptions:
+        for field in QualityLevel.model_fields:
+            d, b = getattr(self.degraded, field), getattr(self.broken, field)
+            if d is None or b is None:
+                continue
+            if (b > d) if field.startswith("min_") else (b < d):
+                word = "above" if field.startswith("min_") else "below"
+                raise ValueError(f"broken.{field} {b} is {word} degraded.{field} {d}: "
+                                 "the broken level must be the looser one")
+        return self
+
+
+class MixedPrecision(StrictModel):
+    """``int8-auto``: start from full int8 and keep in float the fewest layers (ranked worst by the int8
+    debuggers) until every output's quality verdict reaches ``target``."""
+
+    target: Literal["ok", "degraded"] = "ok"
+    max_float_layers: int = Field(default=16, ge=1, le=256)  # give up (and say so) beyond this many
+    candidates: int = Field(default=16, ge=1, le=256)  # how many of the debuggers' worst tensors are tried
+
+
 class Profile(StrictModel):
     name: str
     description: str = ""
@@ -130,6 +201,8 @@ class Profile(StrictModel):
     prune: PruneOptions | None = None
     distill: DistillOptions | None = None
     qat: QATOptions | None = None
+    quality: QualityOptions = QualityOptions()
+    mixed_precision: MixedPrecision | None = None
     seed: int = Field(default=0, ge=0, le=2**32 - 1)  # training transforms are deterministic for a seed
     source_file: str | None = None
 
@@ -138,6 +211,10 @@ class Profile(StrictModel):
         given = [name for name in ("prune", "distill", "qat") if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"one training transform per profile, got {' and '.join(given)}")
+        if self.mixed_precision is not None and not (self.tflite.representative_dataset
+                                                     or self.onnx.quantization == "static"):
+            raise ValueError("mixed_precision needs a calibrated int8 conversion (tflite.representative_dataset "
+                             "or onnx.quantization: static)")
         return self
 
     @property
@@ -157,7 +234,7 @@ class Profile(StrictModel):
 
     def build_facts(self) -> dict[str, Any]:
         facts = self.model_dump(exclude={"source_file", "description"})
-        for name in ("prune", "distill", "qat"):  # absent transforms leave the keys of plain profiles unchanged
+        for name in ("prune", "distill", "qat", "mixed_precision"):  # absent: the keys of plain profiles stay
             if facts.get(name) is None:
                 facts.pop(name, None)
         if not self.needs_training:

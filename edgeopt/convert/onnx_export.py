@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edgeopt.artifacts.files import atomic_write_bytes
 from edgeopt.errors import ConversionError
@@ -17,12 +18,18 @@ def export_onnx(src: SourceModel, out: Path, *, static_batch: bool, opset: int =
     tf = quiet_tensorflow()
     import tf2onnx
 
-    fn = src.tf_function()
-    name = (src.input_name or "input").split(":")[0]
-    spec = tf.TensorSpec((1 if static_batch else None, *src.input_shape), tf.dtypes.as_dtype(src.input_dtype),
-                         name=name)
+    call = src.tf_outputs()
+    names = [t.name.split(":")[0] for t in src.inputs]
+    specs = [tf.TensorSpec(((1 if static_batch else None), *t.sample_shape) if t.batched else (),
+                           tf.dtypes.as_dtype(t.dtype), name=n) for t, n in zip(src.inputs, names)]
+    source_names = [t.name for t in src.inputs]
+
+    def fn(*args: Any) -> Any:
+        outs = call(dict(zip(source_names, args)))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
     try:
-        proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=[spec], opset=opset)
+        proto, _ = tf2onnx.convert.from_function(tf.function(fn), input_signature=specs, opset=opset)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises bare exceptions for unsupported ops
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"ONNX export (tf2onnx) failed: {first}",

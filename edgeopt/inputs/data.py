@@ -19,6 +19,7 @@ import numpy as np
 from edgeopt.errors import DataError, EdgeoptError
 from edgeopt.inputs.data_checks import check_label_range, output_classes, refuse_or_drop_non_finite
 from edgeopt.inputs.data_files import SOURCE_HINT, RawData, call_source, read_folder, read_npy, read_npz
+from edgeopt.inputs.tensors import Feeds, TensorSpec, head
 from edgeopt.paths import cache_root
 
 EXAMPLE_SEED = 0
@@ -35,12 +36,21 @@ class Dataset:
     drop_non_finite: bool = False  # --drop-non-finite was asked for: the manifest records what was dropped
     dropped_samples: int = 0
     dropped_values: int = 0
+    # one array per input name: as given (an .npz without ``x``), and after check_against_model always, in the
+    # model's input order (``x`` is then the first input's array)
+    inputs: Feeds | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def head(self, n: int) -> Dataset:
-        return dataclasses.replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n])
+        return dataclasses.replace(self, x=self.x[:n], y=None if self.y is None else self.y[:n],
+                                   inputs=None if self.inputs is None else head(self.inputs, n))
+
+    @property
+    def feeds(self) -> Feeds:
+        """The inputs by model input name (checked data), or ``{"x": x}`` for unchecked single-array data."""
+        return self.inputs if self.inputs is not None else {"x": self.x}
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -51,6 +61,8 @@ class Dataset:
             "labels": self.y is not None,
             "sha256": self.sha256,
         }
+        if self.inputs is not None and (len(self.inputs) > 1 or "x" not in self.inputs):
+            out["inputs"] = {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype)} for k, a in self.inputs.items()}
         if self.drop_non_finite:
             out["dropped_non_finite"] = {"samples": self.dropped_samples, "values": self.dropped_values}
         return out
@@ -77,12 +89,21 @@ def _as_array(value: Any, spec: str, key: str) -> np.ndarray:
 
 
 def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
-    x = _as_array(raw.x, spec, "x")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise DataError(f"{spec}: x holds no samples (shape {x.shape})", "the first axis must count samples")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{spec}: x has dtype {x.dtype}, not a numeric array",
-                        "give the inputs as numbers, exactly as the model takes them")
+    named = raw.inputs is not None
+    given = dict(raw.inputs) if raw.inputs is not None else {"x": raw.x}
+    arrays = {key: _as_array(value, spec, key) for key, value in given.items()}
+    for key, a in arrays.items():
+        if a.ndim < 1 or a.shape[0] == 0:
+            raise DataError(f"{spec}: {key} holds no samples (shape {a.shape})", "the first axis must count samples")
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{spec}: {key} has dtype {a.dtype}, not a numeric array",
+                            "give the inputs as numbers, exactly as the model takes them")
+    first = next(iter(arrays))
+    for key, a in arrays.items():
+        if a.shape[0] != arrays[first].shape[0]:
+            raise DataError(f"{spec}: {key} has {a.shape[0]} samples but {first} has {arrays[first].shape[0]}",
+                            "every input array needs the same number of samples (its first axis)")
+    x = arrays[first]
     y = None if raw.y is None else _as_array(raw.y, spec, "y")
     width = None
     if y is not None:
@@ -91,7 +112,8 @@ def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
         if y.ndim > 2 or y.dtype.kind not in "biuf":
             raise DataError(f"{spec}: y must hold class labels, one per sample (got shape {y.shape}, dtype "
                             f"{y.dtype})", "class indices (N,) or one-hot rows (N, classes)")
-    x, y, found = refuse_or_drop_non_finite(x, y, spec, raw.files, drop_non_finite)
+    arrays, y, found = refuse_or_drop_non_finite(arrays, y, spec, raw.files, drop_non_finite)
+    x = arrays[first]
     if y is not None:
         if y.ndim == 2 and y.shape[1] > 1:  # one-hot labels
             width = int(y.shape[1])
@@ -106,10 +128,12 @@ def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
                 y = y.astype(np.int64)
             else:
                 raise DataError(f"{spec}: y must hold integer class labels (got dtype {y.dtype})")
-    sha = _hash_arrays(x, y)
+    sha = _hash_arrays(x, y) if not named else \
+        _hash_arrays(np.array(sorted(arrays)), *(arrays[k] for k in sorted(arrays)), y)
     if found.samples:
         sha = hashlib.sha256(f"{sha}-dropped-{found.samples}-{found.total}".encode()).hexdigest()
-    return Dataset(x, y, spec, sha, width, drop_non_finite, found.samples, found.total)
+    return Dataset(x, y, spec, sha, width, drop_non_finite, found.samples, found.total,
+                   arrays if named else None)
 
 
 def read_source(spec: str) -> RawData:
@@ -184,48 +208,79 @@ def example_split(part: str) -> Dataset:
     return Dataset(xs, ys, f"example:{part}", _hash_arrays(xs, ys))
 
 
-def check_against_model(data: Dataset, input_shape: tuple[int | None, ...], input_dtype: str,
-                        role: str, min_samples: int = 1) -> Dataset:
-    """Check sample shape and dtype against the model input before any conversion starts.
-
-    ``input_shape`` excludes the batch axis; None dims match anything. Returns data cast to the model dtype.
-    """
-    got = tuple(data.x.shape[1:])
-    ok = len(got) == len(input_shape) and all(e is None or e == g for e, g in zip(input_shape, got))
-    if not ok:
-        want = "(" + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
-        raise DataError(
-            f"{role} data {data.spec}: each sample has shape {got} but the model input expects {want}",
-            "reshape the data (first axis = samples) to match the model input",
-        )
-    want_kind = np.dtype(input_dtype).kind
-    if want_kind == "f" and data.x.dtype.kind != "f":
-        raise DataError(
-            f"{role} data {data.spec}: dtype {data.x.dtype} but the model input is {input_dtype}",
-            "pass preprocessed float inputs exactly as the model takes them (e.g. x.astype('float32') / 255)",
-        )
-    if want_kind in "iu" and data.x.dtype.kind == "f":
-        raise DataError(f"{role} data {data.spec}: float data but the model input is {input_dtype}")
+def check_against_model(data: Dataset, specs: list[TensorSpec], role: str, min_samples: int = 1) -> Dataset:
+    """Check the data against every model input (one array per input name; ``x`` for a single-input model) before
+    any conversion starts: sample shape (None dims match anything), dtype, sample count. Returns the data with
+    ``inputs`` keyed by model input name in model order, each cast to the input's dtype."""
+    names = [t.name for t in specs]
+    if data.inputs is None:
+        if len(specs) != 1:
+            raise DataError(f"{role} data {data.spec}: one array 'x' but the model has {len(specs)} inputs "
+                            f"({', '.join(names)})", "give one array per input: " + _savez_hint(names))
+        given = {names[0]: data.x}
+    elif len(specs) == 1 and len(data.inputs) == 1:
+        given = {names[0]: next(iter(data.inputs.values()))}  # one array for one input: its name does not matter
+    else:
+        given = dict(data.inputs)
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise DataError(f"{role} data {data.spec}: no array for model input {', '.join(map(repr, missing))} "
+                            f"(found: {', '.join(sorted(given))}; the model takes {', '.join(names)})",
+                            "name each array after the model input it feeds: " + _savez_hint(names))
+        extra = sorted(set(given) - set(names) - {"y"})
+        if extra:
+            raise DataError(f"{role} data {data.spec}: array {', '.join(map(repr, extra))} matches no model input "
+                            f"(the model takes {', '.join(names)})", "remove it or rename it after a model input")
+    label = (lambda n: "") if len(specs) == 1 else (lambda n: f" input '{n}':")
+    out = {t.name: _check_input(given[t.name], t, f"{role} data {data.spec}:{label(t.name)}") for t in specs}
     if len(data) < min_samples:
         raise DataError(
             f"{role} data {data.spec}: {len(data)} samples, at least {min_samples} needed",
             "give more representative samples (a few hundred is typical)",
         )
-    if data.x.dtype == np.dtype(input_dtype):
-        return data
-    if want_kind in "iu" and data.x.size:
+    return dataclasses.replace(data, x=out[names[0]], inputs=out)
+
+
+def _savez_hint(names: list[str]) -> str:
+    """``np.savez(path, audio=..., sr=...)``, or the ``**{...}`` form when a name is not a Python identifier."""
+    if all(n.isidentifier() for n in names):
+        return "np.savez(path, " + ", ".join(f"{n}=..." for n in names) + ")"
+    return "np.savez(path, **{" + ", ".join(f"{n!r}: ..." for n in names) + "})"
+
+
+def _check_input(x: np.ndarray, spec: TensorSpec, what: str) -> np.ndarray:
+    input_shape, input_dtype = spec.sample_shape, spec.dtype
+    got = tuple(x.shape[1:])
+    ok = len(got) == len(input_shape) and all(e is None or e == g for e, g in zip(input_shape, got))
+    if not ok:
+        want = "(" + ", ".join("?" if d is None else str(d) for d in input_shape) + ")"
+        raise DataError(
+            f"{what} each sample has shape {got} but the model input expects {want}",
+            "reshape the data (first axis = samples) to match the model input",
+        )
+    want_kind = np.dtype(input_dtype).kind
+    if want_kind == "f" and x.dtype.kind != "f":
+        raise DataError(
+            f"{what} dtype {x.dtype} but the model input is {input_dtype}",
+            "pass preprocessed float inputs exactly as the model takes them (e.g. x.astype('float32') / 255)",
+        )
+    if want_kind in "iu" and x.dtype.kind == "f":
+        raise DataError(f"{what} float data but the model input is {input_dtype}")
+    if x.dtype == np.dtype(input_dtype):
+        return x
+    if want_kind in "iu" and x.size:
         info = np.iinfo(input_dtype)
-        if data.x.min() < info.min or data.x.max() > info.max:
-            raise DataError(f"{role} data {data.spec}: values {data.x.min()}..{data.x.max()} do not fit the model "
+        if x.min() < info.min or x.max() > info.max:
+            raise DataError(f"{what} values {x.min()}..{x.max()} do not fit the model "
                             f"input {input_dtype} ({info.min}..{info.max})", "give inputs as the model takes them")
     with np.errstate(over="ignore", invalid="ignore"):
-        cast = data.x.astype(input_dtype)
+        cast = x.astype(input_dtype)
     if want_kind == "f" and not np.isfinite(cast).all():
         n = int((~np.isfinite(cast)).sum())
-        raise DataError(f"{role} data {data.spec}: {n:,} values overflow the model input {input_dtype} (|x| > "
+        raise DataError(f"{what} {n:,} values overflow the model input {input_dtype} (|x| > "
                         f"{float(np.finfo(input_dtype).max):.3g}) and would become Inf",
                         "scale the inputs as the model takes them")
-    return dataclasses.replace(data, x=cast)
+    return cast
 
 
 def check_labels(data: Dataset, output_shape: tuple[int | None, ...], role: str) -> None:

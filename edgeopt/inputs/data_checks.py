@@ -55,24 +55,26 @@ def finite_rows(arrays: dict[str, np.ndarray | None]) -> NonFinite:
     return NonFinite(bad, values, nan, inf)
 
 
-def refuse_or_drop_non_finite(x: np.ndarray, y: np.ndarray | None, spec: str, files: list[str] | None,
-                              drop: bool) -> tuple[np.ndarray, np.ndarray | None, NonFinite]:
-    """Refuse data holding NaN/Inf (one line: file, array, counts), or with ``drop`` remove those samples."""
-    found = finite_rows({"x": x, "y": y})
+def refuse_or_drop_non_finite(arrays: dict[str, np.ndarray], y: np.ndarray | None, spec: str,
+                              files: list[str] | None, drop: bool
+                              ) -> tuple[dict[str, np.ndarray], np.ndarray | None, NonFinite]:
+    """Refuse data holding NaN/Inf (one line: file, array, counts), or with ``drop`` remove those samples from
+    every array (inputs and labels alike)."""
+    found = finite_rows({**arrays, "y": y})
     if found.total == 0:
-        return x, y, found
+        return arrays, y, found
     held = " and ".join(f"{key} holds {n:,}" for key, n in found.values.items()) + \
         (" non-finite value" if found.total == 1 else " non-finite values")
     where = f"; first in {files[int(np.argmax(found.bad_rows))]}" if files else \
         f"; first at sample {int(np.argmax(found.bad_rows))}"
     what = (f"{spec}: {held} (NaN: {found.nan:,}, Inf: {found.inf:,}) in {found.samples:,} of "
-            f"{len(x):,} samples{where}")
+            f"{len(found.bad_rows):,} samples{where}")
     if not drop:
         raise DataError(what, DROP_HINT)
     keep = ~found.bad_rows
     if not keep.any():
         raise DataError(f"{what}: --drop-non-finite leaves no samples", "fix the data")
-    return x[keep], (None if y is None else y[keep]), found
+    return {k: a[keep] for k, a in arrays.items()}, (None if y is None else y[keep]), found
 
 
 def output_classes(output_shape: tuple[int | None, ...]) -> int | None:

