@@ -199,3 +199,36 @@ def test_runners_opening_a_new_database_at_once_migrate_it_once(pg_server: PgSer
     assert [p.returncode for p in procs] == [0] * 4, outs
     assert [o.strip() for o, _ in outs] == [str(SCHEMA_VERSION)] * 4
     assert sql(url, "SELECT version FROM edgeopt_schema") == [(SCHEMA_VERSION,)]
+
+
+def test_a_connection_lost_between_transactions_is_replaced_once_never_inside_one(tmp_path: Path):
+    server = PgServer()
+    try:
+        server.start()
+        url = server.new_database()
+        with open_store(tmp_path / "results", url) as store:
+            begin(store, "run-1")
+            server.stop()
+            server.start()  # restarted while the store was idle: the next write reconnects and goes through
+            store.add_result(result("run-1", 1))
+            assert store.runs()[0]["results"] == 1
+
+            def restart_mid_transaction(doc: dict) -> None:
+                doc["note"] = "never stored"
+                server.stop()
+                server.start()
+
+            # a connection lost inside a transaction is never retried (the server rolled it back): exit 3,
+            # although the server is back
+            with pytest.raises(StoreUnavailable) as info:
+                store.modify_run("run-1", restart_mid_transaction)
+            assert info.value.exit_code == 3 and "lost the connection to results store" in info.value.one_line()
+            assert "note" not in store.run("run-1")  # the next call reconnects; the change was not kept
+            server.kill()  # and a server that is gone stays exit 3
+            with pytest.raises(StoreUnavailable, match="lost the connection to results store"):
+                store.add_result(result("run-1", 2))
+        server.start()
+        with open_store(tmp_path / "results", url, create=False) as store:
+            assert [d["result_id"] for d in store.results("run-1")] == ["run-1-rpi4-001"]
+    finally:
+        server.cleanup()

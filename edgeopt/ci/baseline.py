@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.results.reader import cell_key
 from edgeopt.results.store import Store
 
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
@@ -24,10 +26,14 @@ class Baseline:
     run_id: str | None = None
     docs: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None
+    runs: dict[str, list[str]] = field(default_factory=dict)  # run id -> the devices taken from it (store)
 
     def to_json(self) -> dict[str, Any]:
-        return {"spec": self.spec, "source": self.source, "label": self.label, "run_id": self.run_id,
-                "results": len(self.docs), "note": self.note}
+        out: dict[str, Any] = {"spec": self.spec, "source": self.source, "label": self.label,
+                               "run_id": self.run_id, "results": len(self.docs), "note": self.note}
+        if self.runs:
+            out["runs"] = self.runs
+        return out
 
 
 def load_baseline_file(path: Path) -> Baseline:
@@ -49,28 +55,69 @@ def load_baseline_file(path: Path) -> Baseline:
                     run_id, docs)
 
 
-def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None) -> Baseline:
-    """``spec``: a JSON file, ``latest-passing`` (default), ``latest``, a run id (or unique prefix), or a tag."""
+def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
+                     devices: Collection[str] | None = None) -> Baseline:
+    """``spec``: a JSON file, ``latest-passing`` (default), ``latest``, a run id (or unique prefix), or a tag.
+
+    With ``devices`` (the lab's), a tag / ``latest`` / ``latest-passing`` is resolved per device: each device's
+    baseline is the newest matching run that measured it. Several CI runners (one per site or rack) share one
+    store; the newest ``main`` run may be another runner's, measured on other devices. A run that never finished
+    (``running``: in progress elsewhere, or its writer died) is never a baseline."""
     spec = spec or LATEST_PASSING
     if spec.endswith(".json") or Path(spec).is_file():
         return load_baseline_file(Path(spec))
-    run: dict[str, Any] | None = None
+    candidates: list[dict[str, Any]] = []
     label = spec
     if spec == LATEST_PASSING:
-        run = store.find_run(passing=True, exclude=exclude)
+        candidates = store.find_runs(passing=True, exclude=exclude)
         label = "latest passing run"
     elif spec == LATEST:
-        run = store.find_run(exclude=exclude)
+        candidates = store.find_runs(exclude=exclude)
         label = "latest run"
     else:
-        run = store.find_run(tag=spec, exclude=exclude)
-        if run is not None:
+        candidates = store.find_runs(tag=spec, exclude=exclude)
+        if candidates:
             label = f"tag {spec}"
         elif RUN_ID.match(spec) or len(spec) >= 8 and spec[:8].isdigit():
             run = store.run(spec)  # raises StoreError naming the latest runs when unknown
-            label = "run"
-    if run is None:
+            return Baseline(spec, "store", f"run {run['run_id']}", run["run_id"], store.results(run["run_id"]))
+    candidates = [r for r in candidates if r.get("status", "running") != "running"]
+    if not candidates:
         return Baseline(spec, "none", f"none ({label}: no such run yet)",
                         note=f"no baseline found for {spec!r}: every cell is new")
-    return Baseline(spec, "store", f"{label} {run['run_id']}" if label != "run" else f"run {run['run_id']}",
-                    run["run_id"], store.results(run["run_id"]))
+    runs = per_device_runs(candidates, devices)
+    if not runs:  # no run measured these devices: the newest run, every cell new (as with one runner)
+        first = candidates[0]
+        return Baseline(spec, "store", f"{label} {first['run_id']}", first["run_id"], store.results(first["run_id"]))
+    docs = [d for run_id, names in runs.items() for d in store.results(run_id) if cell_key(d)[0] in names]
+    first_id = next(iter(runs))
+    more = f" (+{len(runs) - 1} more run(s) for other devices)" if len(runs) > 1 else ""
+    return Baseline(spec, "store", f"{label} {first_id}{more}", first_id, docs, runs=runs)
+
+
+def per_device_runs(candidates: list[dict[str, Any]], devices: Collection[str] | None) -> dict[str, list[str]]:
+    """Run id -> devices, taking each of ``devices`` from the newest candidate run that measured it (the run's
+    ``targets``: a CI run's device names)."""
+    if not devices:
+        return {}
+    wanted = list(dict.fromkeys(devices))
+    runs: dict[str, list[str]] = {}
+    for run in candidates:
+        have = [d for d in wanted if d in (run.get("targets") or [])]
+        if have:
+            runs[run["run_id"]] = have
+            wanted = [d for d in wanted if d not in have]
+        if not wanted:
+            break
+    return runs
+
+
+def recorded_baseline(recorded: dict[str, Any], store: Store) -> Baseline | None:
+    """The baseline a stored CI run recorded, when it was taken from several runs (per device); else None."""
+    runs = recorded.get("runs")
+    if not isinstance(runs, dict) or len(runs) < 2:
+        return None
+    docs = [d for run_id, names in runs.items() for d in store.results(str(run_id))
+            if cell_key(d)[0] in (names or [])]
+    return Baseline(recorded.get("spec"), "store", str(recorded.get("label") or "recorded baseline"),
+                    recorded.get("run_id"), docs, runs={str(k): list(v or []) for k, v in runs.items()})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeopt.ci.baseline import Baseline, resolve_baseline
+from edgeopt.ci.baseline import Baseline, recorded_baseline, resolve_baseline
 from edgeopt.ci.judge import evaluate
 from edgeopt.ci.model import CIResult
 from edgeopt.config.lab import Gates
@@ -13,11 +13,15 @@ def compare_runs(store: Store, current: str, baseline: str | None, gates: Gates 
     """Judge stored run ``current`` against run/tag/file ``baseline`` (default: the baseline that run used)."""
     run = store.run(current)
     gates = gates or Gates()
+    base: Baseline | None = None
     if baseline is None:
         recorded = (run.get("ci") or {}).get("baseline") or {}
+        base = recorded_baseline(recorded, store)  # taken per device from several runners' runs
         baseline = recorded.get("run_id") or (recorded.get("spec") if recorded.get("source") == "file" else None)
-    base = resolve_baseline(baseline, store, exclude=run["run_id"]) if baseline else \
-        Baseline(None, "none", "none")
+    if base is None:
+        devices = [str(t) for t in run.get("targets") or []]
+        base = resolve_baseline(baseline, store, exclude=run["run_id"], devices=devices) if baseline else \
+            Baseline(None, "none", "none")
     cells = evaluate(store.results(run["run_id"]), base.docs, gates)
     infra = (run.get("ci") or {}).get("infra_errors_fail", True)
     return CIResult(run["run_id"], (run.get("ci") or {}).get("lab") or "-", cells, base.to_json(), infra,

@@ -192,7 +192,8 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
     store = open_store(results_dir, opts.store, default=lab.store if lab_store is None else lab_store)
     try:
         run_id = new_run_id()
-        baseline = resolve_baseline(opts.baseline or lab.baseline, store, exclude=run_id)
+        baseline = resolve_baseline(opts.baseline or lab.baseline, store, exclude=run_id,
+                                    devices=[d.name for d in lab.devices])
         if baseline.note:
             progress.note(baseline.note)
         plans = plan_lab(lab, opts, progress)
@@ -257,14 +258,20 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
                               time.perf_counter() - t0, store.where, gates=lab.gates.model_dump())
             if status == "complete" and result.verdict != PASS:
                 status = "failed"
-            store.finish_run(run_id, utc_now(), status, result.summary())
-            tags = list(opts.tag) if result.verdict == PASS and status == "complete" else []
-            store.update_run(run_id, {"ci": {"lab": lab.name, "lab_file": lab.source_file, "job": job_name,
-                                             "baseline": baseline.to_json(), "verdict": result.verdict,
-                                             "exit_code": result.exit_code, "devices": devices,
-                                             "cells": [c.to_json() for c in cells]}})
-            for tag in tags:
-                store.tag_run(run_id, tag)
+            tags = list(dict.fromkeys(opts.tag)) if result.verdict == PASS and status == "complete" else []
+            verdict = {"lab": lab.name, "lab_file": lab.source_file, "job": job_name, "baseline": baseline.to_json(),
+                       "verdict": result.verdict, "exit_code": result.exit_code, "devices": devices,
+                       "cells": [c.to_json() for c in cells]}
+            finished = {"finished_at": utc_now(), "status": status, "summary": result.summary(), "ci": verdict}
+
+            def finish(doc: dict[str, Any]) -> None:
+                """Status, summary, verdict and tags in one transaction: a store lost while finishing leaves the
+                run unfinished as a whole, never "complete" without its verdict or a passing run untagged."""
+                doc.update(finished)
+                if tags:
+                    doc["tags"] = [t for t in doc.get("tags") or [] if t not in tags] + tags
+
+            store.modify_run(run_id, finish)
             result.tags = tags
     finally:
         store.close()

@@ -11,6 +11,7 @@ never reach a message (:func:`~edgeopt.results.common.mask_url`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from edgeopt.errors import EdgeoptError, StoreError, StoreUnavailable
 from edgeopt.results.common import COLUMNS, SCHEMA_VERSION, check_writable_dir, mask_url
 from edgeopt.results.sqlite import UPSERT_RESULT, Store
 
+log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x6564_6765_6F70  # pg_advisory_xact_lock key: one migrator at a time ("edgeop")
 MIGRATIONS: dict[int, list[str]] = {  # version -> statements taking the schema from version - 1 to it
     1: [
@@ -58,11 +60,11 @@ class PostgresStore(Store):
         self.path = Path(self.where)  # for callers that print store.path; ``where`` keeps the ``//``
         self.json_dir = Path(json_dir)
         self._lock = threading.Lock()
+        self._in_tx = False
         if create:
             check_writable_dir(self.json_dir)
         try:
-            self._db = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S,
-                                       application_name="edgeopt")
+            self._db = self._open_connection()
         except psycopg.Error as exc:
             raise self.error(exc, opening=True) from exc
         try:
@@ -125,10 +127,39 @@ class PostgresStore(Store):
         return int(row["version"]) if row else 0
 
     # -- primitives --------------------------------------------------------------------------------------------
+    def _open_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S,
+                               application_name="edgeopt")
+
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Execute a statement, fetch its rows. A connection found dead *between* transactions (the server was
+        restarted while this run measured) is replaced once and the statement (a read, or ``BEGIN``) retried:
+        nothing was in flight. Inside a transaction a lost connection is never retried: the server rolled it
+        back, and it is :class:`~edgeopt.errors.StoreUnavailable`."""
+        try:
+            return self._execute(sql, params)
+        except psycopg.OperationalError as exc:
+            if self._in_tx or not (self._db.broken or self._db.closed):
+                raise self.error(exc) from exc
+            first = exc
+        try:
+            self._db.close()
+            self._db = self._open_connection()
+        except psycopg.Error as exc:
+            raise self.error(exc) from exc
+        log.warning("results store %s: reconnected (the connection was lost between two writes: %s)", self.where,
+                    " ".join(str(first).split())[:120])
+        try:
+            return self._execute(sql, params)
+        except psycopg.Error as exc:
+            raise self.error(exc) from exc
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         try:
             cursor = self._db.execute(sql.replace("?", "%s"), params)
             return cursor.fetchall() if cursor.description is not None else []
+        except psycopg.OperationalError:
+            raise
         except psycopg.Error as exc:
             raise self.error(exc) from exc
 
@@ -136,15 +167,18 @@ class PostgresStore(Store):
     def _tx(self) -> Iterator[None]:
         """``BEGIN`` … ``COMMIT`` (``ROLLBACK`` on error: when the connection is gone, the server rolls back)."""
         self._run("BEGIN")
+        self._in_tx = True
         try:
             yield
+            self._run("COMMIT")
         except BaseException:
             try:
                 self._run("ROLLBACK")
             except EdgeoptError:
                 pass
             raise
-        self._run("COMMIT")
+        finally:
+            self._in_tx = False
 
     def close(self) -> None:
         with self._lock:

@@ -240,8 +240,15 @@ class Store:
     def find_run(self, *, tag: str | None = None, passing: bool = False, exclude: str | None = None,
                  limit: int = 5000) -> dict[str, Any] | None:
         """The newest run with ``tag`` and/or (``passing``) a ``ci.verdict`` of ``pass``; None if there is none."""
+        return next(iter(self.find_runs(tag=tag, passing=passing, exclude=exclude, limit=limit)), None)
+
+    def find_runs(self, *, tag: str | None = None, passing: bool = False, exclude: str | None = None,
+                  limit: int = 5000) -> list[dict[str, Any]]:
+        """Every run :meth:`find_run` could return, newest first (among the ``limit`` newest runs): a lab whose
+        runners measure different devices takes each device's baseline from the newest run that measured it."""
         with self._lock:
             rows = self._run(f"SELECT doc FROM runs ORDER BY created_at DESC, {self.TIE} DESC LIMIT ?", (limit,))
+        found = []
         for row in rows:
             doc = parse_json(row["doc"], dict)
             if doc is None:
@@ -252,8 +259,8 @@ class Store:
                 continue
             if passing and (doc.get("ci") or {}).get("verdict") != "pass":
                 continue
-            return doc
-        return None
+            found.append(doc)
+        return found
 
     # -- reading -------------------------------------------------------------------------------------------------
     def latest_run_id(self) -> str | None:
