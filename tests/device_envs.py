@@ -6,6 +6,7 @@ python runs, its imports work) is reused. Cache root: ``$EDGEOPT_TEST_CACHE`` or
 
     litert  numpy 2 + ai-edge-litert (the maintained TFLite runtime)
     rpios   like Raspberry Pi OS: numpy<2 + tflite-runtime 2.14.0 + onnxruntime (works with numpy 1.x)
+    litert-ort  numpy 2 + ai-edge-litert + onnxruntime (a Pi set up for current models: both formats)
     bare    numpy only: no runtime at all
     empty   not even numpy (a fresh ``python -m venv``)
     numpy2-tflrt  tflite-runtime 2.14.0 beside numpy 2: imports, but cannot run (the FACTS.md trap)
@@ -43,6 +44,8 @@ ENVS: dict[str, EnvSpec] = {
     "rpios": EnvSpec("rpios", ("numpy<2", "tflite-runtime==2.14.0", "onnxruntime==1.32.0"),
                      ("numpy", "tflite_runtime.interpreter", "onnxruntime")),
     "bare": EnvSpec("bare", ("numpy",), ("numpy",)),
+    "litert-ort": EnvSpec("litert-ort", ("numpy>=2", "ai-edge-litert==2.3.0", "onnxruntime==1.32.0"),
+                          ("numpy", "ai_edge_litert.interpreter", "onnxruntime")),
     "empty": EnvSpec("empty", (), ("json",)),
     "numpy2-tflrt": EnvSpec("numpy2-tflrt", ("numpy>=2", "tflite-runtime==2.14.0"), ("numpy",)),
     "py39": EnvSpec("py39", ("numpy<2", "tflite-runtime==2.14.0", "onnxruntime==1.19.2"),

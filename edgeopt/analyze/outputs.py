@@ -2,7 +2,7 @@
 
 Converters rename tensors (a TFLite signature says ``output_0``, ``serving_default_audio:0``; tf2onnx may add
 ``:0``), so each artifact tensor is matched to a source tensor by name, then by normalised name, then by position.
-Models run a whole batch at once when every input has a dynamic batch axis, else one sample at a time.
+Models run one sample per call, as on the device.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def align(source: list[str], artifact: list[str]) -> list[int]:
     """For each source name, the index of the artifact tensor it is (by name, normalised name, else position)."""
     if len(source) != len(artifact):
         raise ValueError(f"the artifact has {len(artifact)} tensors where the source model has {len(source)}")
+    numbered = [re.fullmatch(r"output_0*(\d+)", a) for a in artifact]
+    if not set(source) & set(artifact) and all(numbered):  # edgeopt's TFLite signature: output_<source index>
+        index = {int(m.group(1)): j for j, m in enumerate(numbered) if m}
+        if sorted(index) == list(range(len(source))):
+            return [index[k] for k in range(len(source))]
     out: list[int | None] = []
     for name in source:
         hit = artifact.index(name) if name in artifact else None
@@ -94,17 +99,17 @@ def run_all(path: Path, fmt: str, feeds: Feeds, inputs: list[TensorSpec], output
         invoke = lambda fed: [np.asarray(v) for v in sess.run(None, fed)]  # noqa: E731
     in_map = align([t.name for t in inputs], [a.name for a in art_in])
     out_map = align([t.name for t in outputs], [a.name for a in art_out])
-    batch_all = all(t.batched for t in inputs) and all(a.shape[:1] == (None,) for a in art_in)
-    n = samples_in(feeds)
-    chunks: list[list[np.ndarray]] = []
-    for i in range(0, n, n if batch_all else 1):
-        part = {k: v for k, v in feeds.items()} if batch_all else one_sample(inputs, feeds, i)
+    def feed(part: Feeds) -> list[np.ndarray]:
         fed = {}
         for spec, j in zip(inputs, in_map):
             a = art_in[j]
             fed[a.name] = quantize(np.asarray(part[spec.name]), a.dtype, a.quantization)
         got = invoke(fed)
-        chunks.append([dequantize(np.asarray(got[j]), art_out[j].quantization) for j in out_map])
+        return [dequantize(np.asarray(got[j]), art_out[j].quantization) for j in out_map]
+
+    # one sample per call, as the device runs it: dynamic-range quantisation picks activation scales per call, so
+    # a batched host run would judge (and record as the device's reference) numbers the device never computes
+    chunks = [feed(one_sample(inputs, feeds, i)) for i in range(samples_in(feeds))]
     return [np.concatenate(c) if spec.batched and c[0].ndim else np.stack(c)
             for spec, c in zip(outputs, zip(*chunks))]
 

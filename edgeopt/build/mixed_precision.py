@@ -50,21 +50,36 @@ def search(convert: Callable[[list[str], Path], Any], judge: Callable[[Path], di
 
     best = attempt([])
     layers: list[str] = []
+    ranked: list[str] = []
+    refused: dict[str, str] = {}  # layers the converter would not keep in float, and why
     stuck = ""
     while best.rank > goal and len(layers) < max_float:
-        fresh = [name for name in rank(layers) if name not in layers]
+        try:
+            ranked = rank(layers)
+        except Exception as exc:  # noqa: BLE001 - the debugger refusing this layer set: go on with its last ranking
+            debugger_error = ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+            stuck = f"the int8 debugger failed ({debugger_error}) and its last ranking is used up"
+        fresh = [name for name in ranked if name not in layers and name not in refused]
         if not fresh:
-            stuck = "the debugger ranks no further layer"
+            stuck = stuck or "the debugger ranks no further layer"
             break
+        stuck = ""
         layers.append(fresh[0])
-        trial = attempt(layers)
-        if trial.rank <= best.rank:
+        try:
+            trial = attempt(layers)
+        except Exception as exc:  # noqa: BLE001 - the converter refusing to keep this layer in float: skip it
+            refused[layers.pop()] = ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:200]
+            continue
+        if trial.rank < best.rank:  # strictly better: with no gain the fewer float layers stand
             best = trial
     reached = best.rank <= goal
     if reached:
         for name in list(best.float_layers)[:PRUNE_AT_MOST]:  # a layer added early may be needless once later ones are
             fewer = [n for n in best.float_layers if n != name]
-            trial = attempt(fewer)
+            try:
+                trial = attempt(fewer)
+            except Exception:  # noqa: BLE001 - a set the converter refuses is simply not smaller
+                continue
             if trial.rank <= goal:
                 best = trial
     shutil.copyfile(best.path, out)
@@ -74,6 +89,7 @@ def search(convert: Callable[[list[str], Path], Any], judge: Callable[[Path], di
         **({} if reached else {"why_not": stuck or f"still {best.quality.get('verdict')} with {len(layers)} "
                                                    f"layers in float (max_float_layers {max_float})"}),
         "float_layers": list(best.float_layers),
+        **({"refused": refused} if refused else {}),
         "full_int8": {"verdict": full.quality.get("verdict"), "worst": full.quality.get("worst"),
                       "bytes": full.path.stat().st_size},
         "bytes_vs_full_int8": round(out.stat().st_size / max(full.path.stat().st_size, 1), 4),

@@ -194,6 +194,8 @@ def inv(p): return tuple(int(i) for i in np.argsort(p))
 def fits(src, dst, p):
     return len(src) == len(dst) == len(p) and all(src[i] is None or b is None or src[i] == b for i, b in zip(p, dst))
 def perms(src, dst, first=None):
+    if len(src) == 0 and len(dst) == 1 and dst[0] in (None, 1):
+        return [()]  # a scalar (an int64 sample rate) that TF takes as a 1-D batch of one
     r = len(src); out = []
     for p in ([first] if first else []) + [tuple(range(r))] + ([cl(r)] if 3 <= r <= 5 else []):
         if p not in out and fits(src, dst, p): out.append(p)
@@ -214,7 +216,8 @@ sess = ort.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
 ref = sess.run([n for n, _, _ in outs], feeds)
 best = None
 for combo in itertools.product(*in_cands):
-    xs = [tf.constant(np.transpose(feeds[n], p)) for (n, _, _), p in zip(ins, combo)]
+    xs = [tf.constant(np.reshape(feeds[n], (1,)) if not p and len(d) == 1 else np.transpose(feeds[n], p))
+          for (n, _, _), p, d in zip(ins, combo, tf_in)]
     try:
         ys = model(xs, training=False)
     except (ValueError, TypeError, tf.errors.InvalidArgumentError):  # a layout the model's inputs refuse
@@ -323,7 +326,9 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, *, note: Note = _quiet, 
     note(f"onnx2tf: converting {label} to a SavedModel (NCHW -> NHWC)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnx2tf-") as tmp, staged_directory(Path(out_dir)) as stage:
-        spec = {"onnx": str(onnx_path.resolve()), "work": str(Path(tmp) / "work"), "out": str(stage),
+        private = Path(tmp) / "model.onnx"  # onnx2tf rewrites its input in place (onnxsim): never the user's file
+        shutil.copyfile(onnx_path, private)
+        spec = {"onnx": str(private), "work": str(Path(tmp) / "work"), "out": str(stage),
                 "report": str(Path(tmp) / "report.json"), "batch": batch, "seed": seed, "tolerance": tolerance,
                 "shape_hints": {k: [int(d) for d in v] for k, v in (shape_hints or {}).items()}}
         quiet = not os.environ.get("EDGEOPT_DEBUG")

@@ -281,6 +281,9 @@ def float_nodes(flatbuffer: bytes) -> list[dict[str, Any]]:
     for op in ops:
         if op["op_name"] in _EDGE_OPS:
             continue
+        ins = [i for i in op["inputs"] if i >= 0 and i in tensors]
+        if op["op_name"] == "CAST" and ins and all(np.dtype(tensors[i]["dtype"]).kind in "iub" for i in ins):
+            continue  # an integer model input (an int64 sample rate) entering the number domain: an edge too
         ids = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0 and i in tensors]
         if any(np.dtype(tensors[i]["dtype"]).name in ("float32", "float16") for i in ids):
             rows.append({"op": op["op_name"], "outputs": [tensors[i]["name"] for i in op["outputs"] if i in tensors]})
