@@ -161,7 +161,7 @@ def device_target(root: Path, server: SshServer, python: str, known_hosts: Path)
     return path
 
 
-@pytest.mark.parametrize("model", ["yolo_head", "multi_io", "dynamic_hw"])
+@pytest.mark.parametrize("model", ONNX_MODELS)
 def test_every_artifact_runs_on_the_device_and_matches_the_host_per_output(model: str, trap_builds: dict,
                                                                             sshd: SshServer, pi_env: DeviceEnv,
                                                                             tmp_path: Path) -> None:
@@ -185,6 +185,15 @@ def test_every_artifact_runs_on_the_device_and_matches_the_host_per_output(model
         for out in parity["outputs"]:  # the device's outputs against the host's run of the same artifact
             sqnr = out["artifact"]["sqnr_db"]
             assert out["artifact"]["all_finite"] and (sqnr is None or sqnr > 40), (doc["profile"], doc["format"], out)
+    # the build's verdict travels with every result: a CI gate fails a dead model's cell, baseline or not
+    from edgeopt.ci.judge import evaluate
+    from edgeopt.config.lab import Gates
+
+    cells = {(c.profile, c.format): c for c in evaluate(docs, [], Gates())}
+    for (profile, fmt), cell in cells.items():
+        broken = artifact(trap_builds, model, profile, fmt)["quality"]["verdict"] == "broken"
+        assert (cell.status == "regression" and "quality: the artifact is broken" in cell.message) == broken, \
+            (profile, fmt, cell.status, cell.message)
 
 
 def test_a_ready_float16_tflite_benches_with_the_users_inputs(corpus: dict, sshd: SshServer, pi_env: DeviceEnv,

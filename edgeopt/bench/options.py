@@ -100,6 +100,7 @@ class Job:
     manifest_target: str | None = None
     runtime_hint: str | None = None  # the runtime the host used at build time (manifest)
     metrics: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None  # the build's verdict on the artifact (bench.plan.quality_summary)
     build_key: str | None = None
     inputs: Path | None = None  # a user's inputs file (ready model files only), pushed by hash like the reference
     inputs_sha256: str | None = None

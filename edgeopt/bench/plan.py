@@ -72,7 +72,8 @@ def find_artifacts(target: Target, root: Path, profiles: list[str] | None, forma
                             model=model, sha256=art["sha256"], bytes=int(art.get("bytes") or model.stat().st_size),
                             reference=reference, reference_sha256=reference_sha, manifest_path=manifest_path,
                             manifest_target=manifest.get("target"), runtime_hint=art.get("runtime"),
-                            metrics=art.get("metrics"), build_key=manifest.get("build_key")))
+                            metrics=art.get("metrics"), build_key=manifest.get("build_key"),
+                            quality=quality_summary(art.get("quality"))))
             found += 1
         if not found:
             usable = [f for f in target.formats if not formats or f in formats]
@@ -262,3 +263,11 @@ def _dtype_problem(a: np.ndarray, dtype: np.dtype, quantized: bool) -> str | Non
         if int(a.min()) < limits.min or int(a.max()) > limits.max:
             return f"holds values in [{int(a.min())}, {int(a.max())}], beyond {dtype.name}'s range"
     return None
+
+
+def quality_summary(quality: Any) -> dict[str, Any] | None:
+    """The build's verdict on an artifact (``ok``/``degraded``/``broken``, worst output and figure), carried into
+    every result so a report or a CI gate never has to reopen the manifest."""
+    if not isinstance(quality, dict) or "verdict" not in quality:
+        return None
+    return {"verdict": quality["verdict"], "worst": quality.get("worst"), "reasons": quality.get("reasons", [])[:5]}
