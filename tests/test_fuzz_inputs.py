@@ -248,8 +248,9 @@ def _onnx_model(c: Ctx, name: str, custom: bool = False, inputs: int = 1, elem: 
 
 case("onnx-custom-op-domain", True)(lambda c: (c.build(_onnx_model(c, "custom.onnx", custom=True), "-p", "fp32"),
                                                ["custom.onnx", "com.example", "MyOp"]))
-case("onnx-two-inputs")(lambda c: (c.build(_onnx_model(c, "two.onnx", inputs=2), "-p", "fp32"),
-                                   ["two.onnx", "2 inputs"]))
+case("onnx-two-inputs-one-array")(lambda c: (c.build(_onnx_model(c, "two.onnx", inputs=2), "-p", "fp32", "--data",
+                                                     c.npz("d.npz", x=np.ones((20, 4), np.float32))),
+                                             ["d.npz", "one array 'x' but the model has 2 inputs (x0, x1)"]))
 def _nan_weights_onnx(c: Ctx) -> str:
     import onnx
     from onnx import numpy_helper
@@ -343,7 +344,7 @@ _calib("npz-text", lambda c: c.file("d.npz", "x = [1, 2, 3]\n"), "not a valid .n
 _calib("npz-zip-of-text", lambda c: c.file("d.npz", zip_bytes({"x.npy": b"hello"})), "array 'x'")
 _calib("npz-crc-damaged", _npz_crc, "crc.npz")
 _calib("npz-header-lies", _npz_member_header_lies, "truncated or corrupt")
-_calib("npz-no-x", lambda c: c.npz("d.npz", inputs=CAL), "no array named 'x'", "inputs")
+_calib("npz-no-x", lambda c: c.npz("d.npz", inputs=CAL), "no array for model input 'image'", "found: inputs")
 _calib("npz-pickled-objects", lambda c: c.npz("d.npz", x=np.array([{"a": 1}, None], dtype=object)),
        "Python objects", "never loads pickled")
 _calib("npz-nan", lambda c: c.npz("d.npz", x=_with(np.nan)), "x holds 1 non-finite value", "NaN: 1",
@@ -420,7 +421,7 @@ _fn("exits", "def data():\n    sys.exit(3)\n", "raised SystemExit")
 _fn("returns-none", "def data():\n    return None\n", "returned None")
 _fn("returns-empty-tuple", "def data():\n    return ()\n", "tuple of 0 items")
 _fn("returns-triple", "def data():\n    return (1, 2, 3)\n", "tuple of 3 items")
-_fn("returns-dict-without-x", "def data():\n    return {'inputs': 1}\n", "without 'x'")
+_fn("returns-dict-without-x", "def data():\n    return {'inputs': 1}\n", "inputs holds no samples")
 _fn("returns-strings", "def data():\n    return ['a', 'b']\n", "not a numeric array")
 _fn("returns-ragged", "def data():\n    return [[1.0, 2.0], [3.0]]\n", "x is not an array")
 _fn("returns-inf", "def data():\n    x = np.ones((40, 28, 28, 1), np.float32)\n    x[0, 0, 0, 0] = np.inf\n"

@@ -218,8 +218,6 @@ def check_against_model(data: Dataset, specs: list[TensorSpec], role: str, min_s
             raise DataError(f"{role} data {data.spec}: one array 'x' but the model has {len(specs)} inputs "
                             f"({', '.join(names)})", "give one array per input: " + _savez_hint(names))
         given = {names[0]: data.x}
-    elif len(specs) == 1 and len(data.inputs) == 1:
-        given = {names[0]: next(iter(data.inputs.values()))}  # one array for one input: its name does not matter
     else:
         given = dict(data.inputs)
         missing = [n for n in names if n not in given]

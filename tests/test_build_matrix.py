@@ -1,0 +1,305 @@
+"""The build matrix (models x targets x profiles) serially and on a real local Ray: the same manifests and
+artifacts either way, the cache answered before any task is sent, a broken cell failing alone with its line,
+inputs a node cannot see shipped by content, and no Ray process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, expand, load_matrix, run_matrix
+from edgeopt.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGEOPT = [sys.executable, "-m", "edgeopt.cli"]
+
+
+def ray_processes() -> set[int]:
+    """Pids of Ray's own processes (raylet, GCS, workers) on this machine."""
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(w in cmd for w in (b"raylet", b"gcs_server", b"ray::", b"ray/_private/workers", b"dashboard/agent")):
+            out.add(int(pid))
+    return out
+
+
+def tiny_model(path: Path, seed: int) -> Path:
+    """A small CNN for 28x28x1 digits (random weights, 10 logits): fits the example's data."""
+    from edgeopt.tf_env import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, name="logits")(x)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+class Recorder(MatrixProgress):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def cached(self, cell: Cell) -> None:
+        self.events.append(("cached", cell.label))
+
+    def started(self, cell: Cell, where: str) -> None:
+        self.events.append(("started", cell.label))
+
+    def finished(self, cell: Cell, seconds: float, where: str) -> None:
+        assert seconds > 0
+        self.events.append(("finished", cell.label))
+
+    def failed(self, cell: Cell, error: str, seconds: float) -> None:
+        self.events.append(("failed", cell.label))
+
+
+@pytest.fixture(scope="module")
+def matrix_files(tmp_path_factory: pytest.TempPathFactory, example_model: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("matrix")
+    tiny_model(root / "tiny.keras", 1)
+    (root / "broken.keras").write_bytes(b"PK\x03\x04 this is not a Keras archive")
+    good = {"profiles": ["fp32", "int8"], "models": [
+        {"name": "mnist", "path": "example"},
+        {"name": "tiny", "path": "tiny.keras", "data": "example:calibration", "eval": "example:eval"}]}
+    (root / "good.yaml").write_text(yaml.safe_dump(good))
+    with_broken = {**good, "models": good["models"] + [{"name": "broken", "path": "broken.keras",
+                                                         "data": "example:calibration", "profiles": ["fp32"]}]}
+    (root / "matrix.yaml").write_text(yaml.safe_dump(with_broken))
+    return {"root": root, "good": root / "good.yaml", "matrix": root / "matrix.yaml"}
+
+
+def onnx_content(path: Path) -> tuple[list[str], list[bytes]]:
+    """An ONNX graph up to tf2onnx's node names (a process-wide counter: the n-th conversion in a process gets
+    other suffixes): op types in order, initializer values sorted."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    ops = [n.op_type for n in m.graph.node]
+    values = sorted(numpy_helper.to_array(i).tobytes() + str(numpy_helper.to_array(i).shape).encode()
+                    for i in m.graph.initializer)
+    return ops, values
+
+
+EXACT = ("verdict", "output", "figure", "samples", "accuracy", "float_accuracy", "top1_agreement", "accuracy_drop_pp",
+         "classifier", "shape", "channels", "format", "file", "sha256_x")
+
+
+def assert_same_figures(a: object, b: object, where: str = "") -> None:
+    """Quality figures and metrics: verdicts, accuracies, names and shapes exactly; measured numbers to rounding
+    (a Ray task runs TensorFlow on its 1 CPU, the serial build on every core: float predictions differ in the
+    last bits, and figures such as the SQNR of a near-perfect fp32 artifact amplify that: two SQNRs over 100 dB both
+    say "float rounding" and count as equal)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), where
+        decibels = str(a.get("figure", "")).endswith("_db")
+        for k in a:
+            if ("_db" in k or k == "value" and decibels) and min(a[k], b[k]) >= 100:
+                continue
+            if k == "worst_channel" and min(a.get("channel_snr_db_min", 0), b.get("channel_snr_db_min", 0)) >= 100:
+                continue  # every channel at float rounding: which one is "worst" is noise
+            if k in EXACT:
+                assert a[k] == b[k], f"{where}.{k}: {a[k]} != {b[k]}"
+            else:
+                assert_same_figures(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_figures(x, y, f"{where}[{i}]")
+    elif isinstance(a, (int, float)) and not isinstance(a, bool):
+        assert b == pytest.approx(a, rel=2e-3, abs=1e-4), f"{where}: {a} vs {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def assert_same_reference(a: Path, b: Path) -> None:
+    """reference.npz: inputs, labels and every artifact's outputs exactly; the float model's outputs to float
+    rounding (TensorFlow's thread count, see assert_same_figures)."""
+    ra, rb = np.load(a), np.load(b)
+    assert sorted(ra.files) == sorted(rb.files)
+    for k in ra.files:
+        if k.startswith("y_float"):
+            np.testing.assert_allclose(ra[k], rb[k], rtol=1e-5, atol=1e-5, err_msg=k)
+        else:
+            np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+
+
+def by_label(outcomes: list[CellOutcome]) -> dict[str, CellOutcome]:
+    return {o.cell.label: o for o in outcomes}
+
+
+@pytest.mark.slow
+def test_matrix_on_ray_matches_serial_then_is_all_cached(matrix_files: dict[str, Path], tmp_path: Path) -> None:
+    from edgeopt.build.ray_cells import ray_runner
+
+    before = ray_processes()
+    matrix = load_matrix(matrix_files["matrix"])
+    serial_rec, ray_rec = Recorder(), Recorder()
+    serial = by_label(run_matrix(expand(matrix, tmp_path / "serial"), serial_rec))
+    on_ray = by_label(run_matrix(expand(matrix, tmp_path / "ray"), ray_rec, ray_runner("local")))
+    assert sorted(serial) == sorted(on_ray) == ["broken/local/fp32", "mnist/local/fp32", "mnist/local/int8",
+                                                "tiny/local/fp32", "tiny/local/int8"]
+    # the broken model fails alone, with its one line, in the Ray worker as in-process
+    for outcomes in (serial, on_ray):
+        bad = outcomes.pop("broken/local/fp32")
+        assert bad.result is None and bad.sent and "broken.keras" in bad.error and "\n" not in bad.error
+        assert all(o.result is not None and not o.cached and o.sent for o in outcomes.values())
+    assert on_ray["tiny/local/int8"].where  # the node that built it
+    assert ("failed", "broken/local/fp32") in ray_rec.events and ray_rec.events.count(("started", "mnist/local/fp32")) == 1
+    for label, s in serial.items():
+        r = on_ray[label]
+        ms, mr = s.result.manifest, r.result.manifest
+        assert r.result.directory == tmp_path / "ray" / Path(label) and not r.result.manifest.verify(r.result.directory)
+        assert ms["build_key"] == mr["build_key"] == s.cell.key == r.cell.key
+        assert ms["source"] == mr["source"] and ms["data"] == mr["data"] and ms["skipped"] == mr["skipped"]
+        assert {k: v for k, v in ms["reference"].items() if k != "sha256"} == \
+               {k: v for k, v in mr["reference"].items() if k != "sha256"}
+        assert_same_reference(s.result.directory / "reference.npz", r.result.directory / "reference.npz")
+        assert ms["verdict"] == mr["verdict"] is not None
+        for a_s, a_r in zip(ms["artifacts"], mr["artifacts"], strict=True):
+            assert a_s["file"] == a_r["file"]
+            assert_same_figures(a_s["quality"], a_r["quality"], f"{label}/{a_s['file']}.quality")
+            assert_same_figures(a_s["metrics"], a_r["metrics"], f"{label}/{a_s['file']}.metrics")
+            if a_s["format"] == "tflite":  # the TFLite converter is byte-deterministic
+                assert a_s["sha256"] == a_r["sha256"], label
+            else:
+                assert onnx_content(s.result.directory / a_s["file"]) == onnx_content(r.result.directory / a_r["file"])
+    assert ray_processes() - before == set(), "Ray processes left after the run"
+
+    # second run of the good cells: all cached, the runner (Ray) is never called, nothing is sent
+    calls: list[list[Cell]] = []
+
+    def runner(cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
+        calls.append(cells)
+        return ray_runner("local")(cells, progress)
+
+    rec = Recorder()
+    again = run_matrix(expand(load_matrix(matrix_files["good"]), tmp_path / "ray"), rec, runner)
+    assert calls == [] and len(again) == 4 and all(o.cached and not o.sent for o in again)
+    assert [e for e, _ in rec.events] == ["cached"] * 4
+    import ray
+
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_cli_matrix_cached_run_sends_nothing_and_a_failed_cell_exits_1(matrix_files: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = subprocess.run([*EDGEOPT, "build", "--matrix", str(matrix_files["matrix"]), "-p", "fp32", "--out",
+                            str(out), "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    doc = json.loads(first.stdout)
+    assert [f["cell"] for f in doc["failed"]] == ["broken/local/fp32"] and doc["sent"] == 3
+    assert sorted((r["model"], r["profile"], r["cached"]) for r in doc["results"]) == [
+        ("mnist", "fp32", False), ("tiny", "fp32", False)]
+    assert "edgeopt: error: cell broken/local/fp32 failed: " in first.stderr
+    assert (out / "mnist" / "local" / "fp32" / "manifest.json").is_file()
+
+    before = ray_processes()
+    second = subprocess.run([*EDGEOPT, "build", "--matrix", str(matrix_files["good"]), "-p", "fp32", "--out", str(out),
+                             "--ray", "local", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    doc = json.loads(second.stdout)
+    assert doc["sent"] == 0 and doc["failed"] == [] and all(r["cached"] for r in doc["results"])
+    assert second.stderr.count("cached: nothing sent") == 2 and "Ray:" not in second.stderr  # Ray never started
+    assert ray_processes() - before == set()
+
+
+@pytest.mark.slow
+def test_a_node_without_the_input_path_gets_it_by_content(matrix_files: dict[str, Path], tmp_path: Path) -> None:
+    """What a worker on another machine does: the model's path does not exist there, so it builds from the
+    shipped bytes, and the manifest still names the path the user gave. The result comes back through a shared
+    directory (--ray-shared-dir): the driver moves it into place and the worker's scratch directory goes."""
+    import shutil
+
+    from edgeopt.build.matrix import KeyPlanner, Matrix, MatrixModel
+    from edgeopt.build.ray_cells import build_cell, land, ray_session, ship_inputs
+
+    src = tmp_path / "models"
+    src.mkdir()
+    shutil.copy(matrix_files["root"] / "tiny.keras", src / "tiny.keras")
+    matrix = Matrix(profiles=["fp32"], models=[MatrixModel(name="tiny", path=str(src / "tiny.keras"),
+                                                           data="example:calibration", eval="example:eval")])
+    (cell,) = expand(matrix, tmp_path / "out")
+    cell.key = KeyPlanner().key(cell)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    before = ray_processes()
+    with ray_session("local") as ray:
+        shipped = ship_inputs(ray, [cell])
+        src.rename(tmp_path / "elsewhere")  # the path is gone: only the object store has the bytes
+        doc = ray.get(ray.remote(build_cell).remote(cell.request, list(shipped.values()), str(shared)))
+    assert doc["ok"], doc.get("error")
+    assert "tar" not in doc and Path(doc["dir"]).is_relative_to(shared)
+    outcome = land(cell, doc, MatrixProgress(), 1.0)
+    assert list(shared.iterdir()) == []
+    assert outcome.result is not None, outcome.error
+    manifest = outcome.result.manifest
+    assert manifest["source"]["path"] == str(src / "tiny.keras") and manifest["build_key"] == cell.key
+    assert not manifest.verify(cell.directory)
+    assert ray_processes() - before == set()
+
+
+def test_matrix_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "m.yaml"
+    bad.write_text("models:\n  - {name: a, pth: x.keras}\n")
+    with pytest.raises(ConfigError, match=r"m.yaml.*models.0.pth.*unknown field") as exc:
+        load_matrix(bad)
+    assert "path" in (exc.value.hint or "")
+    bad.write_text("models:\n  - {name: a}\n  - {name: a}\n")
+    with pytest.raises(ConfigError, match="names must be unique"):
+        load_matrix(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_matrix(tmp_path / "missing.yaml")
+
+
+def test_matrix_cells_layout_and_lab_file(tmp_path: Path, example_model: Path) -> None:
+    (tmp_path / "m.yaml").write_text("targets: local, rpi4\nprofiles: [fp32]\nout: built\nmodels:\n"
+                                     "  - {name: a, path: example}\n  - {name: b, path: b.onnx, profiles: [int8]}\n")
+    cells = expand(load_matrix(tmp_path / "m.yaml"), tmp_path / "out")
+    assert [c.label for c in cells] == ["a/local/fp32", "a/rpi4/fp32", "b/local/int8", "b/rpi4/int8"]
+    assert cells[2].directory == tmp_path / "out" / "b" / "local" / "int8"
+    assert cells[0].request.data == "example:calibration" and cells[2].request.model == str(tmp_path / "b.onnx")
+    assert load_matrix(tmp_path / "m.yaml").path("built") == str(tmp_path / "built")
+    lab = ROOT / "examples" / "lab.yaml"
+    m = load_matrix(lab)  # the lab's models x the targets of its devices, into the lab's artifacts directory
+    assert [x.name for x in m.models] == ["mnist"] and m.targets == ["rpi4", "rpi5", "android-arm64"]
+    assert m.out == str(ROOT / "examples" / "artifacts" / "ci")
+
+
+def test_ray_flags_errors_are_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    auto = subprocess.run([*EDGEOPT, "build", "-p", "fp32", "--ray", "auto", "--out", str(tmp_path), "--force"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert auto.returncode == 3 and auto.stderr.count("\n") == 1, auto.stderr
+    assert "--ray auto: no running Ray cluster found" in auto.stderr and "ray start --head" in auto.stderr
+    missing = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None\n"
+                              "from edgeopt.cli.main import main\n"
+                              f"sys.exit(main(['build', '-p', 'fp32', '--ray', 'local', '--out', {str(tmp_path)!r}]))"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "pip install 'edgeopt[ray]'" in missing.stderr, missing.stderr
+    assert missing.stderr.count("\n") == 1
+    shared = subprocess.run([*EDGEOPT, "build", "--ray-shared-dir", str(tmp_path)], capture_output=True, text=True)
+    assert shared.returncode == 2 and "--ray-shared-dir needs --ray" in shared.stderr
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros((1, 28, 28, 1), np.float32))
+    both = subprocess.run([*EDGEOPT, "build", "--matrix", str(tmp_path / "m.yaml"), "--data", str(npz)],
+                          capture_output=True, text=True)
+    assert both.returncode == 2 and "drop data" in both.stderr
