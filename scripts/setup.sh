@@ -13,5 +13,7 @@ echo "setup: creating .venv and installing pinned dependencies (about a minute o
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+# the optional extra the tests exercise (build matrices on Ray), from the same lock
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[ray]' -c constraints.txt
 .venv/bin/python -m pip check >&2
 echo "$want" > "$stamp"

@@ -1,4 +1,4 @@
-"""``edgeopt build`` (and ``--search``), ``edgeopt targets``, ``edgeopt profiles``."""
+"""``edgeopt build`` (and ``--search``, ``--matrix``/``--ray``), ``edgeopt targets``, ``edgeopt profiles``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.cli.args import add_later, positive_int
-from edgeopt.cli.console import RichReporter, stdout_console
+from edgeopt.cli.console import RichReporter, stderr_console, stdout_console
 from edgeopt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,20 +90,22 @@ def broken_artifacts(results: list[Any]) -> list[str]:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgeopt.build import BuildRequest, build
-    from edgeopt.config import load_profile, load_target
-    from edgeopt.errors import QualityError
+    from edgeopt.build import build
 
+    if args.ray_shared_dir and not args.ray:
+        raise ConfigError("--ray-shared-dir needs --ray", "add --ray local or --ray auto, or drop --ray-shared-dir")
+    if args.search and (args.matrix or args.ray):
+        raise ConfigError("--search cannot be combined with --matrix or --ray",
+                          "build the candidates with --matrix/--ray first (the search then finds them cached)")
+    if args.matrix or args.ray:
+        return cmd_matrix(args)
     if args.search:
         if args.drop_non_finite:
             raise ConfigError("--drop-non-finite cannot be combined with --search",
                               "clean the data for the search, or build with --drop-non-finite without --search")
         with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
             return run_from_args(args, rep)
-    target = load_target(args.target)
-    profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
-    req = BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
-                       train=args.train, out=Path(args.out), force=args.force, drop_non_finite=args.drop_non_finite)
+    req = request_from_args(args)
     t0 = time.perf_counter()
     with BuildReporter(verbose=args.verbose, quiet=args.json) as rep:
         results = build(req, rep)
@@ -112,13 +114,104 @@ def cmd_build(args: argparse.Namespace) -> int:
                          indent=2))
     else:
         print_build(results, stdout_console(), verbose=args.verbose)
+    raise_if_broken(results, args.allow_degraded)
+    return 0
+
+
+def raise_if_broken(results: list[Any], allow_degraded: bool) -> None:
+    """QualityError (exit 1) naming the first artifact whose verdict is broken, unless ``--allow-degraded``."""
+    from edgeopt.errors import QualityError
+
     broken = broken_artifacts(results)
-    if broken and not args.allow_degraded:
+    if broken and not allow_degraded:
         more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
         raise QualityError(f"{broken[0]}{more}; kept for inspection, marked broken in its manifest",
                            "use a profile that keeps the failing layers in float (-p int8-auto), or pass "
                            "--allow-degraded to accept it")
-    return 0
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    """The plain build's request: one target (default local), its default profiles unless ``-p``."""
+    from edgeopt.build import BuildRequest
+    from edgeopt.config import load_profile, load_target
+
+    target = load_target(args.target or "local")
+    profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
+    return BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
+                        train=args.train, out=Path(args.out or "artifacts"), force=args.force,
+                        drop_non_finite=args.drop_non_finite)
+
+
+def matrix_lines(console: Any, total: int) -> Any:
+    """One line per cell event on stderr: cached (nothing sent), started, finished/FAILED with seconds."""
+    from edgeopt.build.matrix import Cell, MatrixProgress
+
+    class Lines(MatrixProgress):
+        done = 0
+
+        def _line(self, cell: Cell, text: str, style: str = "") -> None:
+            self.done += text != "started" and not text.startswith("started")
+            console.print(f"[{self.done}/{total}] {cell.label}: {text}", markup=False, style=style or None,
+                          soft_wrap=True)
+
+        def note(self, message: str) -> None:
+            console.print(message, markup=False, soft_wrap=True)
+
+        def cached(self, cell: Cell) -> None:
+            self._line(cell, "up to date (cached: nothing sent, nothing built)")
+
+        def started(self, cell: Cell, where: str) -> None:
+            self._line(cell, f"started ({where})")
+
+        def finished(self, cell: Cell, seconds: float, where: str) -> None:
+            self._line(cell, f"finished in {seconds:.1f} s ({where})", "green")
+
+        def failed(self, cell: Cell, error: str, seconds: float) -> None:
+            self._line(cell, f"FAILED after {seconds:.1f} s: {error}", "red")
+
+    return Lines()
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    """``--matrix FILE`` (models x targets x profiles) and/or ``--ray auto|local``: one cell per model x target x
+    profile, unchanged cells answered from the cache before anything is sent; a failed cell fails alone (exit 1
+    after the others finished)."""
+    from edgeopt.build.matrix import expand, load_matrix, run_matrix, single_model_cells
+
+    if args.matrix:
+        given = [f for f in ("model", "data", "eval", "train") if getattr(args, f)]
+        if given:
+            raise ConfigError(f"--matrix names the models and their data; drop {', '.join(given)}",
+                              "put them in the matrix file (models: [{name, path, data, eval}])")
+        matrix = load_matrix(args.matrix)
+        out = Path(args.out or matrix.path(matrix.out) or "artifacts")
+        cells = expand(matrix, out, targets=[args.target] if args.target else None,
+                       profiles=profile_names(args.profile), force=args.force, drop_non_finite=args.drop_non_finite)
+    else:
+        cells = single_model_cells(request_from_args(args))
+    runner = None
+    if args.ray:
+        from edgeopt.build.ray_cells import ray_runner
+
+        runner = ray_runner(args.ray, args.ray_shared_dir)
+    t0 = time.perf_counter()
+    outcomes = run_matrix(cells, matrix_lines(stderr_console(), len(cells)), runner)
+    results = [o.result for o in outcomes if o.result is not None]
+    failed = [o for o in outcomes if o.error is not None]
+    if args.json:
+        print(json.dumps({"results": [{"model": o.cell.model, **o.result.summary()} for o in outcomes if o.result],
+                          "failed": [{"cell": o.cell.label, "error": o.error} for o in failed],
+                          "sent": sum(o.sent for o in outcomes), "seconds": round(time.perf_counter() - t0, 3)},
+                         indent=2))
+    else:
+        for root in dict.fromkeys(r.directory.parent for r in results):
+            print_build([r for r in results if r.directory.parent == root], stdout_console(), verbose=args.verbose)
+    console = stderr_console()
+    for o in failed:
+        console.print(f"edgeopt: error: cell {o.cell.label} failed: {o.error}", markup=False, style="red",
+                      soft_wrap=True)
+    raise_if_broken(results, args.allow_degraded)
+    return 1 if failed else 0
 
 
 def profile_names(values: list[str] | None) -> list[str] | None:
@@ -187,8 +280,9 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
     from edgeopt.report.search import plot_pareto, write_search_html
 
     profiles = profile_names(getattr(args, "profile", None))
-    result = run_search(args.target, model=args.model, data=args.data, eval=args.eval,
-                        train=getattr(args, "train", None), out=Path(args.out), results=Path(args.results),
+    result = run_search(args.target or "local", model=args.model, data=args.data, eval=args.eval,
+                        train=getattr(args, "train", None), out=Path(args.out or "artifacts"),
+                        results=Path(args.results),
                         profiles=profiles, max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
                         runs=args.search_runs, force=args.force, reporter=reporter)
     if args.plot:
@@ -237,14 +331,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``build``, ``targets`` and ``profiles``."""
     b = sub.add_parser("build", help="convert a model into TFLite/ONNX artifacts for a target and profiles")
     b.add_argument("model", nargs="?", help=".keras/.h5/.onnx file or SavedModel dir (default: bundled MNIST example)")
-    b.add_argument("--target", "-t", default="local", help="target name or YAML file (default: local)")
+    b.add_argument("--target", "-t", help="target name or YAML file (default: local; with --matrix: the file's)")
     b.add_argument("--profile", "-p", action="append",
                    help="profile name(s), repeatable or comma-separated; 'all' (default: the target's defaults)")
     b.add_argument("--data", help="calibration data: .npz with x, folder of .npy, or module:function")
     b.add_argument("--eval", help="eval data (x, and y for accuracy): same forms as --data")
     b.add_argument("--train", help="training data for the pruned/distilled/qat profiles (.npz with x, y; same "
                    "forms as --data; the bundled example brings its own)")
-    b.add_argument("--out", default="artifacts", help="output root (default: ./artifacts)")
+    b.add_argument("--out", help="output root (default: ./artifacts, or the matrix file's out:)")
     b.add_argument("--force", action="store_true", help="rebuild even when the cache says up to date")
     b.add_argument("--drop-non-finite", action="store_true",
                    help="drop the samples of --data/--eval/--train holding NaN/Inf (counted in the manifest) "
@@ -254,6 +348,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     b.add_argument("-v", "--verbose", action="store_true",
                    help="show each pass and its time, and where int8 loses accuracy (worst tensors)")
+    m = b.add_argument_group("matrix and Ray (docs/scale.md)")
+    m.add_argument("--matrix", metavar="FILE", help="build every model x target x profile of a matrix.yaml (or of "
+                   "a lab.yaml) into <out>/<model>/<target>/<profile>/; unchanged cells come from the cache")
+    m.add_argument("--ray", choices=["auto", "local"], help="run the cells as Ray tasks: local starts Ray on this "
+                   "machine (all CPUs), auto joins the running cluster (pip install 'edgeopt[ray]')")
+    m.add_argument("--ray-shared-dir", metavar="DIR", help="with --ray: workers leave each cell's directory here "
+                   "(a path every node mounts) instead of returning its bytes")
     add_later(b, _search_arguments)  # the objectives come from edgeopt.build.search (bench, numpy, pydantic)
     b.set_defaults(func=cmd_build)
 

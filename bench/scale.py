@@ -1,0 +1,153 @@
+"""Scale benchmark (issue 14): ratios measured side by side in one run.
+
+  - a 12-cell build matrix (the bundled example and two other small 28x28 CNNs x fp32, fp16, dynamic, int8, target
+    local: TFLite + ONNX per cell): `edgeopt build --matrix` wall time on a local Ray (one worker per core) / serial
+    (goal <= 0.6 on a 2-core machine)
+  - the same matrix again with a warm cache / cold (goal <= 0.05): every cell answered before anything is sent
+
+Each figure is the wall time of a whole `edgeopt build` process (interpreter, imports, Ray start-up included), with
+fresh output directories for the cold runs. The machine's load average is printed with the figures: other work on
+the machine moves them.
+
+With --repeat N the serial and Ray runs alternate N times and the medians are compared (load from other work on
+the machine then hits both alike).
+
+Usage: .venv/bin/python bench/scale.py [--profiles fp32,fp16,dynamic,int8] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgeopt.paths import cache_root  # noqa: E402
+
+
+def small_models() -> list[Path]:
+    """Two small CNNs for the example's 28x28x1 digits (random weights, fixed seeds), made once and cached."""
+    out = cache_root() / "bench"
+    paths = [out / "scale-wide32.keras", out / "scale-separable.keras"]
+    if all(p.is_file() for p in paths):
+        return paths
+    from edgeopt.inputs.example_model import build_example_architecture
+    from edgeopt.tf_env import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    build_example_architecture(width=32).save(paths[0])
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    for filters in (32, 64):
+        x = keras.layers.SeparableConv2D(filters, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(10, name="logits")(x), name="separable").save(paths[1])
+    return paths
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int, seen: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) of ``root`` and every process below it (Ray's raylet, GCS and
+    workers are the driver's descendants), keeping each pid's latest reading in ``seen``."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        stats[int(pid)] = fields
+        children.setdefault(int(fields[1]), []).append(int(pid))
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            seen[pid] = (int(stats[pid][11]) + int(stats[pid][12])) / TICK
+        todo.extend(children.get(pid, []))
+
+
+def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float]:
+    """Wall seconds, the --json document and the CPU seconds of the whole process tree (sampled every 0.2 s)."""
+    cmd = [str(ROOT / ".venv" / "bin" / "edgeopt"), "build", "--matrix", str(matrix), "--out", str(out), "--json"]
+    if ray:
+        cmd += ["--ray", "local"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, float] = {}
+    while proc.poll() is None:
+        tree_cpu(proc.pid, seen)
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr[-2000:]}")
+    return seconds, json.loads(stdout), sum(seen.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profiles", default="fp32,fp16,dynamic,int8")
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    profiles = args.profiles.split(",")
+    wide, separable = small_models()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-scale-") as tmpdir:
+        tmp = Path(tmpdir)
+        matrix = tmp / "matrix.yaml"
+        matrix.write_text(f"targets: [local]\nprofiles: [{', '.join(profiles)}]\nmodels:\n"
+                          f"  - {{name: mnist, path: example}}\n"
+                          f"  - {{name: wide, path: {wide}, data: example:calibration, eval: example:eval}}\n"
+                          f"  - {{name: separable, path: {separable}, data: example:calibration, eval: example:eval}}\n")
+        cells = 3 * len(profiles)
+        load0 = os.getloadavg()[0]
+        serials, rays = [], []
+        for i in range(args.repeat):  # alternate, fresh output directories: every run cold
+            serials.append(run(matrix, tmp / f"serial{i}", ray=False))
+            rays.append(run(matrix, tmp / f"ray{i}", ray=True))
+            print(f"run {i + 1}: serial {serials[-1][0]:.1f} s ({serials[-1][2]:.1f} CPU s), Ray {rays[-1][0]:.1f} s "
+                  f"({rays[-1][2]:.1f} CPU s), load {os.getloadavg()[0]:.1f}", flush=True)
+        serial, doc_s, cpu_s = sorted(serials, key=lambda r: r[0])[len(serials) // 2]
+        on_ray, doc_r, cpu_r = sorted(rays, key=lambda r: r[0])[len(rays) // 2]
+        warm, doc_w, _ = run(matrix, tmp / f"ray{args.repeat - 1}", ray=True)  # right after the last cold run
+        load1 = os.getloadavg()[0]
+        assert len(doc_s["results"]) == len(doc_r["results"]) == cells and doc_s["sent"] == doc_r["sent"] == cells
+        assert doc_w["sent"] == 0 and all(r["cached"] for r in doc_w["results"])
+        cell_s = sum(r["seconds"] for r in doc_s["results"])
+        cell_r = sum(r["seconds"] for r in doc_r["results"])
+        rows.append((f"{cells}-cell matrix: Ray local ({os.cpu_count()} workers) / serial, wall"
+                     + (f" (median of {args.repeat})" if args.repeat > 1 else ""),
+                     f"{on_ray:.1f} s / {serial:.1f} s = {on_ray / serial:.3f}", "<= 0.6"))
+        rows.append(("  sum of cell build times: on Ray / serial", f"{cell_r:.1f} s / {cell_s:.1f} s = "
+                     f"{cell_r / cell_s:.3f}", "(contention: 2 builds share 2 cores)"))
+        rows.append(("  CPU seconds of the process tree: Ray / serial", f"{cpu_r:.1f} s / {cpu_s:.1f} s = "
+                     f"{cpu_r / cpu_s:.3f}", "(Ray's own overhead)"))
+        rows.append(("  cores used on average (CPU s / wall s): serial, Ray", f"{cpu_s / serial:.2f}, "
+                     f"{cpu_r / on_ray:.2f}", f"of {os.cpu_count()}"))
+        rows.append((f"{cells}-cell matrix: warm cache / cold (Ray), wall", f"{warm:.2f} s / {on_ray:.1f} s = "
+                     f"{warm / on_ray:.3f}", "<= 0.05"))
+        rows.append(("  tasks sent on the warm run", f"{doc_w['sent']}", "0"))
+        rows.append(("load average (1 min) before / after", f"{load0:.2f} / {load1:.2f}", "shared machine"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'measured':<34}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:<34}  {goal}")
+
+
+if __name__ == "__main__":
+    main()

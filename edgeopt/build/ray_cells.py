@@ -1,0 +1,274 @@
+"""The cells of a build matrix as Ray tasks: ``edgeopt build --matrix m.yaml --ray local|auto``.
+
+Where things go (docs/scale.md):
+
+- the driver (the machine that asked) keys every cell and answers unchanged ones from its cache
+  (:func:`edgeopt.build.matrix.run_matrix`); Ray is started or joined only when some cell needs work;
+- each remaining cell is one task (1 CPU) running the same pipeline as ``edgeopt build`` for one target x one
+  profile. The task gets the request (target and profile as loaded here) and, for every input file or directory,
+  its sha256 and a reference to its bytes in Ray's object store: a node that sees the same path with the same
+  content uses it, any other node fetches the bytes once (cached per node by hash) and the manifest still names
+  the path the user gave;
+- the task builds into a scratch directory and returns the cell's directory as tar bytes (or, with
+  ``--ray-shared-dir``, leaves it under that directory, which every node mounts at the same path); the driver
+  unpacks it atomically into ``<out>/<model>/<target>/<profile>/`` and checks every file against the manifest;
+- a task's failure comes back as its one line; the other cells go on. A node whose tool versions differ from the
+  driver's makes artifacts under another content key: that cell fails, naming the versions.
+
+Ray is optional (``pip install 'edgeopt[ray]'``) and imported only here, only when ``--ray`` is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeopt.artifacts.files import sha256_tree, staged_directory
+from edgeopt.artifacts.manifest import Manifest
+from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, fail, internal_line
+from edgeopt.build.pipeline import BuildRequest, BuildResult, build, tool_versions
+from edgeopt.errors import ConfigError, EdgeoptError, OutputError, RemoteError
+
+MODES = ("local", "auto")
+INPUT_FIELDS = ("model", "data", "eval", "train")
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"--ray needs Ray, which is not installed ({exc.name or exc})",
+                          "install the extra: pip install 'edgeopt[ray]' -c constraints.txt") from exc
+    return ray
+
+
+@contextmanager
+def ray_session(mode: str, num_cpus: int | None = None) -> Iterator[Any]:
+    """Ray for the duration of the block: ``local`` starts one on this machine (all its CPUs unless
+    ``num_cpus``; loopback, no dashboard, no usage report) and stops it after; ``auto`` joins the running
+    cluster (``RAY_ADDRESS`` or the one started with ``ray start``) and only disconnects."""
+    if mode not in MODES:
+        raise ConfigError(f"--ray {mode!r}: allowed {', '.join(MODES)}")
+    ray = import_ray()
+    if ray.is_initialized():  # the caller's own session (a test, a notebook): use it, leave it running
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if mode == "local":
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+    else:
+        try:
+            ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError) as exc:
+            address = os.environ.get("RAY_ADDRESS")
+            where = f"at RAY_ADDRESS={address}" if address else "on this machine"
+            raise RemoteError(f"--ray auto: no running Ray cluster found {where}",
+                              "start one (`ray start --head` here, `ray start --address HEAD:6379` on the "
+                              "workers; docs/scale.md) or use --ray local") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# --- inputs: by path where the node sees them, else by content --------------------------------------------
+@dataclass(frozen=True)
+class Shipped:
+    path: str  # the driver's path
+    sha256: str  # sha256_tree of it
+    is_file: bool
+    ref: Any  # ObjectRef of its tar bytes: fetched only by a node that lacks the path
+
+
+def tar_bytes(path: Path) -> bytes:
+    """A file or a directory's contents as an uncompressed tar (a file under its own name, a directory as .)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(path), arcname=path.name if path.is_file() else ".")
+    return buf.getvalue()
+
+
+def untar(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def ship_inputs(ray: Any, cells: list[Cell]) -> dict[str, Shipped]:
+    """Every input path of the cells, once each, into the object store."""
+    out: dict[str, Shipped] = {}
+    for cell in cells:
+        for name in INPUT_FIELDS:
+            spec = getattr(cell.request, name)
+            if spec and spec not in out and Path(spec).exists():
+                out[spec] = Shipped(spec, sha256_tree(Path(spec)), Path(spec).is_file(), ray.put(tar_bytes(Path(spec))))
+    return out
+
+
+def localise(req: BuildRequest, shipped: list[Shipped]) -> tuple[BuildRequest, dict[str, str]]:
+    """The request with each input this node cannot see (or sees with other content) replaced by its shipped
+    copy (unpacked once per node and hash); returns the replacements (local path -> the driver's path)."""
+    moved: dict[str, str] = {}
+    for s in shipped:
+        p = Path(s.path)
+        if p.exists() and sha256_tree(p) == s.sha256:
+            continue
+        import ray
+
+        home = Path(tempfile.gettempdir()) / "edgeopt-ray-inputs" / s.sha256
+        if not home.is_dir():
+            with staged_directory(home) as stage:
+                untar(ray.get(s.ref), stage)
+        local = home / p.name if s.is_file else home
+        moved[str(local)] = s.path
+    back = {v: k for k, v in moved.items()}
+    return dataclasses.replace(req, **{n: back.get(getattr(req, n), getattr(req, n)) for n in INPUT_FIELDS}), moved
+
+
+def restore_paths(doc: Any, moved: dict[str, str]) -> Any:
+    """The manifest with every value naming a shipped copy put back to the path the user gave."""
+    if isinstance(doc, dict):
+        return {k: restore_paths(v, moved) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [restore_paths(v, moved) for v in doc]
+    return moved.get(doc, doc) if isinstance(doc, str) else doc
+
+
+# --- the task ----------------------------------------------------------------------------------------------
+def task_threads() -> int:
+    """The CPUs Ray gave this task: TensorFlow's thread pools are sized to it. With its default (every core) two
+    workers on 2 cores spin against each other: the 12-cell bench matrix took 2.2x the CPU time and 2.3x the wall
+    time (bench/scale.py)."""
+    import ray
+
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
+def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None = None) -> dict[str, Any]:
+    """Runs ON A RAY WORKER: the pipeline for one target x one profile, in a scratch directory. Returns the
+    cell's directory (tar bytes, or its path under ``shared_dir``), its manifest, or the failure's one line."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    threads = task_threads()
+    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # read once, at TensorFlow's import
+        os.environ.setdefault(var, str(threads))
+    t0 = time.perf_counter()
+    node = socket.gethostname()
+    scratch = Path(tempfile.mkdtemp(prefix=".edgeopt-cell-", dir=shared_dir))
+    keep = False
+    try:
+        local_req, moved = localise(req, shipped)
+        result = build(dataclasses.replace(local_req, out=scratch, force=True))[0]
+        manifest = Manifest(restore_paths(dict(result.manifest), moved)) if moved else result.manifest
+        if moved:
+            manifest.write(result.directory)
+        doc: dict[str, Any] = {"ok": True, "manifest": dict(manifest), "passes": result.passes, "node": node}
+        if shared_dir:
+            doc["dir"], keep = str(result.directory), True
+        else:
+            doc["tar"] = tar_bytes(result.directory)
+        return {**doc, "seconds": time.perf_counter() - t0}
+    except EdgeoptError as exc:
+        return {"ok": False, "error": exc.one_line(), "node": node, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - one cell's bug comes back as its line, the others go on
+        return {"ok": False, "error": internal_line(exc), "node": node, "seconds": time.perf_counter() - t0}
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float) -> CellOutcome:
+    """The driver's side of a finished task: check the key, put the directory in place atomically, verify."""
+    node = str(doc.get("node", "?"))
+    if not doc.get("ok"):
+        return fail(cell, f"{doc.get('error')} (on {node})", wall, progress, sent=True)
+    manifest = Manifest(doc["manifest"])
+    if manifest.get("build_key") != cell.key:
+        mine = tool_versions()
+        theirs = manifest.get("tools") or {}
+        diff = ", ".join(f"{k} {theirs.get(k)} there vs {v} here" for k, v in mine.items() if theirs.get(k) != v)
+        return fail(cell, f"built on {node} under another content key ({diff or 'edgeopt or its inputs differ'}) "
+                          "— install the same lock (constraints.txt) on every node", wall, progress, sent=True)
+    try:
+        with staged_directory(cell.directory) as stage:
+            if "tar" in doc:
+                untar(doc["tar"], stage)
+            else:
+                source = Path(doc["dir"])
+                if not source.is_dir():
+                    raise OutputError(f"--ray-shared-dir: {source} (written on {node}) is not visible here",
+                                      "name a directory every node mounts at the same path")
+                shutil.copytree(source, stage, dirs_exist_ok=True)
+                shutil.rmtree(source.parent.parent, ignore_errors=True)  # the task's scratch directory
+            bad = manifest.verify(stage)
+            if bad:
+                raise OutputError(f"{cell.label}: files differ from the manifest after transfer: {', '.join(bad)}",
+                                  "rerun; check the disk and the shared directory")
+    except EdgeoptError as exc:
+        return fail(cell, exc.one_line(), wall, progress, sent=True)
+    progress.finished(cell, wall, node)
+    result = BuildResult(cell.target.name, cell.profile.name, cell.directory, manifest, False,
+                         float(doc["seconds"]), list(doc.get("passes") or []))
+    return CellOutcome(cell, result, None, wall, True, node)
+
+
+def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress,
+               shared_dir: str | None = None) -> list[CellOutcome]:
+    """One task per cell, as many in flight as the cluster has CPUs (so "started" means running)."""
+    task = ray.remote(num_cpus=1, max_retries=1)(build_cell)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    shipped = ship_inputs(ray, cells)
+    queue, outcomes = list(cells), []
+    pending: dict[Any, tuple[Cell, float]] = {}
+    while queue or pending:
+        while queue and len(pending) < slots:
+            cell = queue.pop(0)
+            mine = [shipped[s] for s in (getattr(cell.request, n) for n in INPUT_FIELDS) if s in shipped]
+            pending[task.remote(cell.request, mine, shared_dir)] = (cell, time.perf_counter())
+            progress.started(cell, "ray")
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            cell, t0 = pending.pop(ref)
+            try:
+                doc = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a worker or node lost: this cell fails, not the run
+                line = " ".join(str(exc).split())[:300]
+                outcomes.append(fail(cell, f"Ray task lost ({type(exc).__name__}: {line})", time.perf_counter() - t0,
+                                     progress, sent=True))
+                continue
+            outcomes.append(land(cell, doc, progress, time.perf_counter() - t0))
+    return outcomes
+
+
+def ray_runner(mode: str, shared_dir: str | None = None, num_cpus: int | None = None) -> Any:
+    """A :class:`edgeopt.build.matrix.CellRunner` that starts/joins Ray only when called (some cell needs work)."""
+    import importlib.util
+
+    if mode not in MODES:
+        raise ConfigError(f"--ray {mode!r}: allowed {', '.join(MODES)}")
+    if importlib.util.find_spec("ray") is None:  # said up front, even when every cell turns out cached
+        import_ray()
+    if shared_dir is not None:
+        shared = Path(shared_dir).expanduser().resolve()
+        if not shared.is_dir():
+            raise ConfigError(f"--ray-shared-dir {shared_dir}: not a directory",
+                              "name a directory every Ray node mounts at the same path")
+        shared_dir = str(shared)
+
+    def run(cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
+        with ray_session(mode, num_cpus) as ray:
+            progress.note(f"Ray: {len(cells)} cell(s) to build on {int(ray.cluster_resources().get('CPU', 0))} "
+                          f"CPU(s) ({'started here' if mode == 'local' else 'joined'})")
+            return run_on_ray(ray, cells, progress, shared_dir)
+
+    return run
