@@ -15,6 +15,8 @@ command -v update-binfmts >/dev/null 2>&1 || [ -x /usr/sbin/update-binfmts ] || 
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)  # the device lock is also tested under busybox sh
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # a real server for the store tests
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the HTML reports opened in a real browser
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: missing ${need[*]}; install with: sudo apt-get install -y ${need[*]}" >&2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_ci import junit_counts, release_artifacts
+from test_report_browser import assert_report_renders, browser, screenshots_dir  # noqa: F401 (fixtures)
 
 from edgeopt.ci import CIOptions, load_baseline_file, run_ci
 from edgeopt.cli import main
@@ -77,7 +78,10 @@ def test_html_is_one_file_with_the_plots(runs):
     for _, data in images:
         png = base64.b64decode(data)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
+    # self-contained: nothing fetched (the policy allows data: images and the inline style/script by hash only)
+    assert "http://" not in text and "https://" not in text and " src=\"data:image/png" in text
+    assert '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:;' in text
+    assert text.count("<script") == 1 and "<script src" not in text
     assert 'class="verdict regression"' in text and text.count('<tr class="regression">') == 2
 
 
@@ -120,3 +124,13 @@ def test_ci_command_line_exit_codes(runs, capsys):
     assert code == 1 and "REGRESSION here-1/mnist/release/tflite: latency regressed" in err
     assert cli("ci", "--lab", runs["root"] / "nope.yaml") == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_real_ci_report_in_a_browser(runs, browser, screenshots_dir):  # noqa: F811 (fixtures)
+    """The report of a real `edgeopt ci` run (two local devices, a real regression) in headless chromium: no
+    console error, no request but the file, four decoded and visible plots, a sortable table, a screenshot."""
+    seen = assert_report_renders(browser, runs["out"] / "report.html", screenshots_dir, plots=4)
+    assert seen["columns"] == 12
+    statuses = browser.execute_script(
+        "return Array.from(document.querySelectorAll('table.sortable tbody tr'), r => r.className)")
+    assert statuses == ["regression", "regression"]

@@ -37,7 +37,10 @@ def test_search_recommends_a_front_profile_within_budget(searched: SearchResult)
     best = next(r for r in rows if r["candidate"] == searched.recommended["candidate"])
     assert best["pareto"] and best["accuracy_drop_pp"] <= 1.0
     within = [r for r in rows if r["pareto"] and r["accuracy_drop_pp"] <= 1.0]
-    assert best["latency_p50_ms"] == min(r["latency_p50_ms"] for r in within)
+    # the fastest, or a candidate whose latency the gate's test cannot tell from the fastest's (a tie)
+    tie = searched.recommended["tie"]
+    assert best["candidate"] in {tie["fastest"], *tie["with"]} if tie["called"] \
+        else best["latency_p50_ms"] == min(r["latency_p50_ms"] for r in within)
     assert all(r["bytes_gzip"] and r["bytes_gzip"] > 0 for r in rows)
     doc = searched.to_json()
     assert doc["recommended"]["candidate"] in doc["pareto_front"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgeopt.bench import BenchOptions, bench
+from edgeopt.build import recommend as recommendation
 from edgeopt.build.pipeline import BuildRequest, build
 from edgeopt.config import available, load_profile, load_target
 from edgeopt.errors import ConfigError
@@ -174,7 +175,7 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
                           "give the target an energy sensor (energy_sensor in its YAML) or use --objective "
                           "latency|size")
     pareto(rows, energy)
-    best = recommend(rows, objective, max_accuracy_drop)
+    best = recommendation.recommend(rows, objective, max_accuracy_drop, docs=run.results)
     result = SearchResult(tgt.name, objective, max_accuracy_drop, rows, best, metric, energy, run.run_id)
     if best is None:
         result.notes.append(f"no candidate on the Pareto front is within {max_accuracy_drop:g} pp of the float "

@@ -1,4 +1,9 @@
-"""The search's pictures: accuracy vs latency plot (PNG) and the table + plot as one self-contained HTML file."""
+"""The search's pictures: accuracy vs latency plot (PNG) and the table + plot as one self-contained HTML file.
+
+The plot stays readable from 2 to 30+ candidates: log latency axis when p50s span > 10x, candidate names placed
+by adjustText (no two overlap), one colour and marker per format (colour-blind safe), the Pareto front ringed, the
+candidates the recommendation found tied on latency with the fastest (the gate's test on raw samples) shaded,
+the recommendation starred."""
 
 from __future__ import annotations
 
@@ -8,45 +13,69 @@ from typing import Any
 
 from edgeopt.artifacts.files import atomic_write_bytes
 from edgeopt.build.search import SearchResult
+from edgeopt.report import style
 from edgeopt.report.html import search_report_html
 
 
-def plot_pareto(result: SearchResult | dict[str, Any], path: Path) -> Path:
-    """Accuracy vs p50 latency (marker area ~ bytes), the front joined, the recommendation circled: a PNG."""
-    import matplotlib
+def _data(result: SearchResult | dict[str, Any]) -> dict[str, Any]:
+    return result.to_json() if isinstance(result, SearchResult) else result
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    data = result.to_json() if isinstance(result, SearchResult) else result
+def search_figure(result: SearchResult | dict[str, Any]) -> Any:
+    """The accuracy-vs-latency figure (matplotlib Figure) of a search result or its JSON."""
+    data = _data(result)
     rows = [r for r in data["rows"] if r["accuracy"] is not None and r["latency_p50_ms"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    biggest = max((r["bytes"] for r in rows), default=1)
-    for r in rows:
-        ax.scatter(r["latency_p50_ms"], 100 * r["accuracy"], s=30 + 400 * r["bytes"] / biggest,
-                   alpha=0.6, color="tab:blue" if r["pareto"] else "tab:gray", edgecolors="black", linewidths=0.5)
-        ax.annotate(r["candidate"], (r["latency_p50_ms"], 100 * r["accuracy"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_p50_ms"])
+    metric = "top-1 agreement with the float model" if data.get("metric") == "top1_agreement" else "accuracy"
+    fig, ax = style.plt().subplots(figsize=(9, 5.5))
+    styles = style.series_styles(r["format"] for r in data["rows"])
+    biggest = max((r["bytes"] for r in rows), default=1) or 1
+    xs = [float(r["latency_p50_ms"]) for r in rows]
+    ys = [100 * float(r["accuracy"]) for r in rows]
+    sizes = [30 + 300 * r["bytes"] / biggest for r in rows]
+    legend = []
+    for fmt, st in styles.items():
+        idx = [i for i, r in enumerate(rows) if r["format"] == fmt]
+        if idx:
+            ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], s=[sizes[i] for i in idx], color=st.color,
+                       marker=st.marker, alpha=0.75, edgecolors="black", linewidths=0.5, zorder=3)
+            legend.append(style.proxy(fmt, marker=st.marker, color=st.color, markeredgecolor="black", ms=7))
+    front = [i for i, r in enumerate(rows) if r.get("pareto")]
     if front:
-        ax.plot([r["latency_p50_ms"] for r in front], [100 * r["accuracy"] for r in front], "--",
-                color="tab:blue", linewidth=0.8, label="Pareto front (accuracy, latency, size)")
-    best = (data.get("recommended") or {}).get("candidate")
-    for r in rows:
-        if r["candidate"] == best:
-            ax.scatter(r["latency_p50_ms"], 100 * r["accuracy"], s=600, facecolors="none", edgecolors="tab:red",
-                       linewidths=1.5, label=f"recommended: {best}")
-    ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel(f"{data.get('metric', 'accuracy')} (%)")
-    ax.set_title(f"{data['target']}: accuracy vs latency (marker area ~ model bytes)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if front or best:
-        ax.legend(fontsize=7, loc="best")
+        ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=[sizes[i] * 1.9 for i in front],
+                   facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
+        legend.append(style.proxy("ringed: Pareto front (accuracy, latency, bytes, gzip bytes)", marker="o",
+                                  markerfacecolor="none", markeredgecolor="black", ms=10))
+    rec = data.get("recommended") or {}
+    tie = rec.get("tie") or {}
+    if tie.get("called"):
+        tied = {tie.get("fastest"), *tie.get("with", [])}
+        lat = [r["latency_p50_ms"] for r in rows if r["candidate"] in tied]
+        if lat:
+            ax.axvspan(min(lat) * 0.995, max(lat) * 1.005, color="#56B4E9", alpha=0.18, zorder=1)
+            legend.append(style.proxy("shaded: tied on latency with the fastest (the gate's test, raw samples)",
+                                      marker="s", color="#56B4E9", alpha=0.4, ms=10))
+    best = next((i for i, r in enumerate(rows) if r["candidate"] == rec.get("candidate")), None)
+    if best is not None:
+        ax.scatter([xs[best]], [ys[best]], s=420, marker="*", facecolors="none", edgecolors="black",
+                   linewidths=1.4, zorder=6)
+        legend.append(style.proxy(f"star: recommended ({rows[best]['candidate']})", marker="*",
+                                  markerfacecolor="none", markeredgecolor="black", ms=12))
+    log = style.set_latency_axis(ax, xs)
+    style.pad_limits(ax, xs, ys, log)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"{data['target']}: {metric} vs p50 latency (marker area ∝ model bytes)", fontsize=10)
+    ax.grid(which="both", alpha=0.25)
+    style.legend_outside(ax, 2, handles=legend, where="below")
     fig.tight_layout()
+    style.place_labels(ax, xs, ys, [r["candidate"] for r in rows], sizes=[s * 1.9 for s in sizes])
+    return fig
+
+
+def plot_pareto(result: SearchResult | dict[str, Any], path: Path) -> Path:
+    """The accuracy-vs-latency plot as a PNG file (written atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    atomic_write_bytes(path, style.png(search_figure(result), dpi=110))
     return path
 
 
