@@ -124,6 +124,11 @@ def test_qat_int8_accuracy_at_least_ptq_int8(compressed, example_eval) -> None:
     assert sum(k["batch_norm_folded"] is not None for k in t["quantised_kernels"]) == 4
 
 
+def _second(model, kind):
+    """The model's second layer of ``kind`` (layer names depend on what else the process built)."""
+    return [layer for layer in model.layers if isinstance(layer, kind)][1]
+
+
 def test_qat_kernels_land_on_the_converters_int8_grid(compressed) -> None:
     """The trained kernels, BatchNorm folded in as the converter folds it, are already int8 values times the
     per-channel scale: conversion keeps them exactly (what makes the fine-tuning quantisation-aware)."""
@@ -131,15 +136,14 @@ def test_qat_kernels_land_on_the_converters_int8_grid(compressed) -> None:
 
     r = compressed["results"]["qat-int8"]
     model = keras.models.load_model(r.directory / "trained.keras", compile=False)
-    conv = model.get_layer("conv2d_1")
-    bn = model.get_layer("batch_normalization_1")
+    conv, bn = _second(model, keras.layers.Conv2D), _second(model, keras.layers.BatchNormalization)
     w = np.asarray(conv.kernel) * (np.asarray(bn.gamma) / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon))
     scale = np.abs(w).reshape(-1, w.shape[-1]).max(0) / 127
     q = w / scale
     assert np.max(np.abs(q - np.round(q))) < 1e-3
     # and a plain model trained without QAT is not on the grid
     src = keras.models.load_model(r.manifest["source"]["path"], compile=False)
-    w0 = np.asarray(src.get_layer("conv2d_1").kernel)
+    w0 = np.asarray(_second(src, keras.layers.Conv2D).kernel)
     q0 = w0 / (np.abs(w0).reshape(-1, w0.shape[-1]).max(0) / 127)
     assert np.max(np.abs(q0 - np.round(q0))) > 0.1
 
