@@ -194,6 +194,24 @@ def test_every_artifact_runs_on_the_device_and_matches_the_host_per_output(model
         broken = artifact(trap_builds, model, profile, fmt)["quality"]["verdict"] == "broken"
         assert (cell.status == "regression" and "quality: the artifact is broken" in cell.message) == broken, \
             (profile, fmt, cell.status, cell.message)
+    # and the bench table says it too: a broken artifact that ran faithfully is not "ok" at a glance
+    from rich.console import Console
+
+    from edgeopt.report import render_table, result_row
+
+    console = Console(record=True, width=500, color_system=None)
+    render_table(docs, console)
+    table = console.export_text()
+    verdicts = set()
+    for doc in docs:
+        row, quality = result_row(doc), artifact(trap_builds, model, doc["profile"], doc["format"])["quality"]
+        verdicts.add(quality["verdict"])
+        assert row["quality_verdict"] == quality["verdict"], (doc["profile"], doc["format"], row["quality"])
+        if quality["verdict"] != "ok":
+            assert row["quality"].startswith(f"{quality['verdict']}: {quality['worst']['output']}: "), row["quality"]
+            assert row["quality"] in table, table
+        assert row["parity_exact"] or row["parity_sqnr_db"] > 40, (doc["profile"], doc["format"], row)
+    assert ("broken" in table) == ("broken" in verdicts), table
 
 
 def test_a_ready_float16_tflite_benches_with_the_users_inputs(corpus: dict, sshd: SshServer, pi_env: DeviceEnv,

@@ -21,6 +21,7 @@ from edgeopt.config.lab import Gates
 from edgeopt.results.reader import (
     accuracy,
     agent_valid,
+    build_quality,
     cell_key,
     document_problem,
     energy_per_inference,
@@ -29,6 +30,7 @@ from edgeopt.results.reader import (
     is_emulated,
     mapping,
     number,
+    quality_worst,
     samples,
     usable,
 )
@@ -68,13 +70,11 @@ def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates
         verdict = compare_latency(samples(baseline), samples(current), lat)
         checks.append(Check("latency", verdict.status, verdict.message, verdict.median_baseline,
                             verdict.median_current, verdict.to_json()))
-    quality = mapping(mapping(current, "artifact"), "quality")
-    if quality.get("verdict") == "broken":  # a dead model fails its cell, baseline or not
-        worst = mapping(quality, "worst")
+    if build_quality(current) == "broken":  # a dead model fails its cell, baseline or not
+        quality = mapping(current, "artifact", "quality")
         checks.append(Check("quality", REGRESSION, f"quality: the artifact is broken against the float model "
-                            f"({worst.get('output')}: {worst.get('figure')} {worst.get('value')}, limit "
-                            f"{worst.get('threshold')}); its build exits 1 (int8-auto keeps the failing layers float)",
-                            None, None, {"verdict": "broken", "worst": dict(worst)}))
+                            f"({quality_worst(quality)}); its build exits 1 (int8-auto keeps the failing layers "
+                            f"float)", None, None, {"verdict": "broken", "worst": mapping(quality, "worst")}))
     if gates.accuracy is not None:
         checks.append(accuracy_drop(accuracy(baseline, gates.accuracy.source),
                                     accuracy(current, gates.accuracy.source), gates.accuracy.max_drop,

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from edgeopt.results.reader import (
     accuracy,
     agent_valid,
+    build_quality,
     document_problem,
     energy_per_inference,
     energy_sensor,
@@ -21,6 +22,9 @@ from edgeopt.results.reader import (
     is_emulated,
     latency_p50,
     mapping,
+    parity_exact,
+    parity_sqnr,
+    quality_worst,
     text,
 )
 
@@ -35,7 +39,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("p90_ms", "p90 ms", "right"),
     ("init_ms", "init ms", "right"),
     ("peak_rss_kib", "peak RSS", "right"),
-    ("top1_agreement", "parity top-1", "right"),
+    ("top1_agreement", "parity top-1, dB", "right"),
+    ("quality", "quality", "left"),
     ("accuracy", "accuracy", "right"),
     ("energy_per_inference_j", "mJ/inf", "right"),
     ("status", "status", "left"),
@@ -60,6 +65,7 @@ def result_row(doc: dict[str, Any]) -> dict[str, Any]:
         status = "ok (random inputs)"
     else:
         status = "ok"
+    verdict = build_quality(doc) if not problem else None
     emulated = is_emulated(doc) if not problem else False
     if emulated and not failure:  # qemu-user: its latency must never be read as the device's
         status = status.replace("ok", "emulated", 1) + (" — latency is not hardware latency"
@@ -77,6 +83,11 @@ def result_row(doc: dict[str, Any]) -> dict[str, Any]:
         "init_ms": figure(doc, "agent", "latency_ms", "init"),
         "peak_rss_kib": figure(doc, "agent", "memory", "peak_rss_kib"),
         "top1_agreement": figure(doc, "agent", "parity", "top1_agreement"),
+        "parity_sqnr_db": parity_sqnr(doc),
+        "parity_exact": parity_exact(doc),
+        "quality": verdict if verdict in (None, "ok") else
+        f"{verdict}: {quality_worst(mapping(doc, 'artifact', 'quality'))}",
+        "quality_verdict": verdict,
         "accuracy": accuracy(doc),
         "device_accuracy": accuracy(doc, "device"),
         "inputs": inputs_source,
@@ -112,9 +123,19 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 1024:.1f} MiB"
     if key in ("top1_agreement", "accuracy"):
         return f"{value:.4f}"
+    if key == "parity_sqnr_db":
+        return f"{value:.1f}"
     if key == "energy_per_inference_j":
         return f"{value * 1e3:.4g}"
     return str(value)
+
+
+def _parity(row: dict[str, Any]) -> str:
+    """``1.0000, exact`` / ``0.9990, 41.2`` / ``-, 38.5``: the worst output's top-1 agreement with the host's run
+    of the artifact, and the lowest SQNR (dB) over every output (``-`` where nothing was compared)."""
+    db = "exact" if row["parity_exact"] else _fmt("parity_sqnr_db", row["parity_sqnr_db"])
+    top1 = _fmt("top1_agreement", row["top1_agreement"])
+    return "-" if top1 == "-" and db == "-" else f"{top1}, {db}"
 
 
 def render_table(docs: Iterable[dict[str, Any]], console: Any, title: str = "edgeopt bench") -> None:
@@ -125,11 +146,13 @@ def render_table(docs: Iterable[dict[str, Any]], console: Any, title: str = "edg
     table = Table(title=Text(title), title_justify="left")
     for key, header, justify in COLUMNS:
         table.add_column(header, justify=justify,  # type: ignore[arg-type]
-                         overflow="fold", no_wrap=key not in ("status", "profile", "runtime"))
+                         overflow="fold", no_wrap=key not in ("status", "profile", "runtime", "quality"))
     for row in rows_json(docs):
-        style = None if row["valid"] else "red"
+        # a broken artifact is red even when it ran well: the device computed faithfully what int8 destroyed
+        style = None if row["valid"] and row["quality_verdict"] != "broken" else "red"
         # device strings are text, never Rich markup: a "[/x]" from a device prints as it is
-        table.add_row(*(Text(_fmt(key, row[key])) for key, _, _ in COLUMNS), style=style)
+        table.add_row(*(Text(_parity(row) if key == "top1_agreement" else _fmt(key, row[key]))
+                        for key, _, _ in COLUMNS), style=style)
     console.print(table)
 
 

@@ -156,6 +156,50 @@ def accuracy(doc: dict[str, Any] | None, source: str = "build") -> float | None:
         figure(doc, "artifact", "metrics", "accuracy")
 
 
+QUALITY_VERDICTS = ("ok", "degraded", "broken")
+
+
+def build_quality(doc: dict[str, Any] | None) -> str | None:
+    """The build's verdict on the artifact (``ok``/``degraded``/``broken``, docs/quality.md), carried into the
+    result by the bench; ``None`` for an artifact built before verdicts existed (or a stored value we don't know)."""
+    verdict = text(doc, "artifact", "quality", "verdict")
+    return verdict if verdict in QUALITY_VERDICTS else None
+
+
+def quality_worst(quality: Any) -> str | None:
+    """``class_scores: sqnr_db 3.1 (limit 20)`` — the worst output and figure of a verdict (limit shown unless
+    ``ok``), from a manifest's or a result's ``quality`` object; ``None`` without one."""
+    worst = mapping(quality, "worst")
+    if not worst:
+        return None
+    value = number(worst.get("value"))
+    line = f"{text(worst, 'output') or '?'}: {text(worst, 'figure') or '?'} " \
+           f"{'-' if value is None else format(value, '.4g')}"
+    limit = number(worst.get("threshold"))
+    if limit is not None and text(quality, "verdict") != "ok":
+        line += f" (limit {limit:.4g})"
+    return line
+
+
+def parity_sqnr(doc: dict[str, Any] | None) -> float | None:
+    """The lowest SQNR (dB) of the device's outputs against the host's run of the same artifact, over every
+    output (``None`` when all are identical or none was compared): where top-1 agreement says nothing (a
+    detector's boxes, a segmentation map), this does."""
+    rows = get(doc, "agent", "parity", "outputs")
+    values = [figure(r, "artifact", "sqnr_db") for r in rows] if isinstance(rows, list) else \
+        [figure(doc, "agent", "parity", "artifact", "sqnr_db")]
+    finite = [v for v in values if v is not None]
+    return min(finite) if finite else None
+
+
+def parity_exact(doc: dict[str, Any] | None) -> bool:
+    """Every output the device computed equals the host's run of the artifact, value for value."""
+    rows = get(doc, "agent", "parity", "outputs")
+    blocks = [mapping(r, "artifact") for r in rows] if isinstance(rows, list) else \
+        [mapping(doc, "agent", "parity", "artifact")]
+    return bool(blocks) and all(b and figure(b, "max_abs_diff") == 0.0 for b in blocks)
+
+
 def energy_per_inference(doc: dict[str, Any] | None) -> float | None:
     """Energy per inference in joules as the agent measured it (the whole draw the sensor covers, idle
     included: what a battery pays), or ``None`` when the run measured none. The figure above idle stays in the
