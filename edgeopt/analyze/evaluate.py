@@ -31,44 +31,27 @@ def dequantize(y: np.ndarray, quant: dict[str, Any] | None) -> np.ndarray:
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
-def run_tflite(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    from edgeopt.analyze.tflite import interpreter, tensor_io
+def run_artifact(path: Path, fmt: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The output of a one-input, one-output artifact for ``x`` (N, ...), float32 and dequantised: a shorthand
+    for :func:`edgeopt.analyze.outputs.run_all` (one sample per call, as the device runs it)."""
+    from edgeopt.analyze.outputs import io_names, run_all
+    from edgeopt.inputs.tensors import TensorSpec
 
-    it = interpreter(str(path), threads=threads)
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    in_io, out_io = tensor_io(inp), tensor_io(out)
-    batch = len(x)
-    if in_io["shape_signature"][0] == -1:
-        it.resize_tensor_input(inp["index"], [batch, *in_io["shape"][1:]])
-        it.allocate_tensors()
-        it.set_tensor(inp["index"], quantize(x, in_io["dtype"], in_io["quantization"]))
-        it.invoke()
-        return dequantize(it.get_tensor(out["index"]), out_io["quantization"])
-    it.allocate_tensors()
-    outs = []
-    for i in range(batch):
-        it.set_tensor(inp["index"], quantize(x[i:i + 1], in_io["dtype"], in_io["quantization"]))
-        it.invoke()
-        outs.append(dequantize(it.get_tensor(out["index"]), out_io["quantization"]))
-    return np.concatenate(outs)
+    ins, outs = io_names(path, fmt)
+    if len(ins) != 1 or len(outs) != 1:
+        raise DataError(f"{path.name} has {len(ins)} inputs and {len(outs)} outputs; run_artifact takes one of each",
+                        "use edgeopt.analyze.outputs.run_all with one array per input name")
+    x = np.asarray(x)
+    return run_all(path, fmt, {ins[0]: x}, [TensorSpec(ins[0], (None, *x.shape[1:]), str(x.dtype))],
+                   [TensorSpec(outs[0], (None,), "float32")], threads)[0]
+
+
+def run_tflite(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    return run_artifact(path, "tflite", x, threads)
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type, np.float32)
-    if isinstance(inp.shape[0], int) and inp.shape[0] == 1 and len(x) > 1:
-        return np.concatenate([sess.run(None, {inp.name: x[i:i + 1].astype(dtype)})[0] for i in range(len(x))]
-                              ).astype(np.float32)
-    return np.asarray(sess.run(None, {inp.name: x.astype(dtype)})[0], dtype=np.float32)
-
-
-def run_artifact(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
-    return run_tflite(path, x) if fmt == "tflite" else run_onnx(path, x)
+    return run_artifact(path, "onnx", x, threads)
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
