@@ -26,9 +26,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgeopt.convert.onnx_opset import clean_message, graph_inputs
-from edgeopt.convert.onnx_quantize import CalibrationReader, calibration_feeds, prepare_onnx
+from edgeopt.convert.onnx_quantize import CalibrationReader, prepare_onnx
 from edgeopt.errors import ConversionError, EdgeoptError
-from edgeopt.inputs.tensors import head, one_sample, samples_in
+from edgeopt.inputs.tensors import checked_feeds, head, one_sample, samples_in
 
 EPS = float(np.finfo(float).eps)  # ORT's floor for both norms
 MIN_SLICE = 16  # elements per sample a slice needs for its SQNR to mean something (not one logit near 0)
@@ -47,7 +47,7 @@ def tensor_errors(float_model: Path, qdq_model: Path, calibration: Mapping[str, 
     label = model_label or float_model.name
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnxdbg-") as tmpdir:
         tmp = Path(tmpdir)
-        feeds = head(calibration_feeds(calibration, graph_inputs(onnx.load(str(float_model))), label), samples)
+        feeds = head(checked_feeds(calibration, graph_inputs(onnx.load(str(float_model))), label), samples)
         if samples_in(feeds) == 0:
             raise ConversionError(f"{label}: tensor_errors needs at least one calibration sample", "pass samples >= 1")
         qdq = onnx.load(str(qdq_model))

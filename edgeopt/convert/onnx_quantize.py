@@ -25,7 +25,7 @@ from edgeopt.artifacts.files import atomic_write_bytes
 from edgeopt.config import ONNXOptions
 from edgeopt.convert.onnx_opset import clean_message, drop_initializer_inputs, graph_inputs, name_nodes, upgrade_opset
 from edgeopt.errors import ConversionError, DataError, EdgeoptError, ModelError
-from edgeopt.inputs.tensors import Feeds, TensorSpec, head, one_sample, samples_in
+from edgeopt.inputs.tensors import Feeds, TensorSpec, checked_feeds, head, one_sample, samples_in
 
 
 class CalibrationReader:
@@ -128,36 +128,6 @@ def map_excluded(names: Sequence[str], prepared: Prepared, label: str) -> tuple[
     return kept, facts
 
 
-def calibration_feeds(calibration: Mapping[str, np.ndarray] | np.ndarray, specs: list[TensorSpec],
-                      label: str) -> Feeds:
-    """Check calibration data against the model's inputs: every input present, ranks and fixed dims fit,
-    dtypes castable (float64 -> float32, int32 -> int64). A bare array is accepted for a one-input model."""
-    if isinstance(calibration, np.ndarray):
-        if len(specs) != 1:
-            raise DataError(f"{label}: the model has {len(specs)} inputs but the calibration data is one array",
-                            "give one array per input: " + ", ".join(s.name for s in specs))
-        calibration = {specs[0].name: calibration}
-    missing = [s.name for s in specs if s.name not in calibration]
-    if missing:
-        raise DataError(f"{label}: the calibration data has no array for input(s) {', '.join(missing)}",
-                        "give one array per input: " + ", ".join(s.name for s in specs))
-    feeds: Feeds = {}
-    for spec in specs:
-        a = np.asarray(calibration[spec.name])
-        want = (None, *spec.sample_shape)
-        if a.ndim != len(want) or any(w is not None and w != d for w, d in zip(want[1:], a.shape[1:])):
-            raise DataError(f"{label}: calibration data for input '{spec.name}' has shape {list(a.shape)}, "
-                            f"the model takes samples of shape {list(spec.sample_shape)}",
-                            "give an array of shape (N, *sample shape) per input")
-        if a.dtype != np.dtype(spec.dtype):
-            if not np.can_cast(a.dtype, spec.dtype, "same_kind"):
-                raise DataError(f"{label}: calibration data for input '{spec.name}' is {a.dtype}, "
-                                f"the model takes {spec.dtype}", f"save the array as {spec.dtype}")
-            a = a.astype(spec.dtype)
-        feeds[spec.name] = a
-    return feeds
-
-
 def quantize_onnx(src: Path, opts: ONNXOptions, out: Path, *,
                   calibration: Mapping[str, np.ndarray] | np.ndarray | None, calibration_samples: int,
                   nodes_to_exclude: Sequence[str] = (), model_label: str | None = None) -> dict[str, Any]:
@@ -197,7 +167,7 @@ def _quantize(src: Path, opts: ONNXOptions, dst: Path, tmp: Path, label: str,
 
     feeds = None
     if calibration is not None:
-        feeds = head(calibration_feeds(calibration, graph_inputs(onnx.load(str(src))), label), samples)
+        feeds = head(checked_feeds(calibration, graph_inputs(onnx.load(str(src))), label), samples)
         if samples_in(feeds) == 0:
             raise DataError(f"{label}: the calibration data has no samples", "give at least one sample")
     prepared = prepare_onnx(src, tmp / "pre.onnx", label=label, calibration=feeds)

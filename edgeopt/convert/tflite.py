@@ -25,7 +25,7 @@ from edgeopt.artifacts.files import atomic_write_bytes
 from edgeopt.config import TFLiteOptions
 from edgeopt.errors import ConversionError, DataError, QuantizationError
 from edgeopt.inputs.model import SourceModel
-from edgeopt.inputs.tensors import Feeds, TensorSpec, one_sample, samples_in
+from edgeopt.inputs.tensors import Feeds, TensorSpec, checked_feeds, one_sample, samples_in
 from edgeopt.tf_env import native_stderr_silenced
 
 _OPS = {"builtins": "TFLITE_BUILTINS", "builtins_int8": "TFLITE_BUILTINS_INT8", "select_tf_ops": "SELECT_TF_OPS"}
@@ -91,18 +91,7 @@ def _export_saved_model(src: SourceModel, static_batch: bool, workdir: Path) -> 
 
 def calibration_feeds(src: SourceModel, calibration: Feeds | np.ndarray) -> Feeds:
     """``Feeds`` for every source input (a bare array is the single-input shorthand), checked against the model."""
-    ins = src.inputs
-    feeds = {ins[0].name: calibration} if isinstance(calibration, np.ndarray) else dict(calibration)
-    missing = [s.name for s in ins if s.name not in feeds]
-    if missing:
-        raise DataError(f"calibration data has no array for input {', '.join(missing)} (has {', '.join(feeds)})",
-                        "save one array per model input, named as the input, in the calibration .npz")
-    for s in ins:
-        got = tuple(feeds[s.name].shape[1:])
-        if len(got) != len(s.sample_shape) or any(w is not None and w != g for w, g in zip(s.sample_shape, got)):
-            raise DataError(f"calibration input '{s.name}' has samples of shape {got}, the model takes "
-                            f"{tuple(s.sample_shape)}", "give (N, *sample_shape) arrays for every input")
-    return feeds
+    return checked_feeds(calibration, src.inputs, "calibration")
 
 
 def representative(src: SourceModel, feeds: Feeds, samples: int) -> Iterator[dict[str, np.ndarray]]:

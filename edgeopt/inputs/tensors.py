@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgeopt.errors import DataError
+
 Feeds = dict[str, np.ndarray]
 
 
@@ -57,3 +59,35 @@ def samples_in(feeds: Mapping[str, np.ndarray]) -> int:
 
 def head(feeds: Mapping[str, np.ndarray], n: int) -> Feeds:
     return {k: v[:n] for k, v in feeds.items()}
+
+
+def checked_feeds(calibration: Mapping[str, np.ndarray] | np.ndarray, specs: list[TensorSpec],
+                      label: str) -> Feeds:
+    """Calibration data checked against the model's inputs at a converter's door: every input present, ranks and
+    fixed dims fit, dtypes castable (float64 -> float32, int32 -> int64), cast. A bare array is accepted for a
+    one-input model. (The build checked its data already, inputs/data.check_against_model; a converter called
+    on its own checks here, with the same words for the TFLite and the ONNX path.)"""
+    if isinstance(calibration, np.ndarray):
+        if len(specs) != 1:
+            raise DataError(f"{label}: the model has {len(specs)} inputs but the calibration data is one array",
+                            "give one array per input: " + ", ".join(s.name for s in specs))
+        calibration = {specs[0].name: calibration}
+    missing = [s.name for s in specs if s.name not in calibration]
+    if missing:
+        raise DataError(f"{label}: the calibration data has no array for input(s) {', '.join(missing)}",
+                        "give one array per input: " + ", ".join(s.name for s in specs))
+    feeds: Feeds = {}
+    for spec in specs:
+        a = np.asarray(calibration[spec.name])
+        want = (None, *spec.sample_shape)
+        if a.ndim != len(want) or any(w is not None and w != d for w, d in zip(want[1:], a.shape[1:])):
+            raise DataError(f"{label}: calibration data for input '{spec.name}' has shape {list(a.shape)}, "
+                            f"the model takes samples of shape {list(spec.sample_shape)}",
+                            "give an array of shape (N, *sample shape) per input")
+        if a.dtype != np.dtype(spec.dtype):
+            if not np.can_cast(a.dtype, spec.dtype, "same_kind"):
+                raise DataError(f"{label}: calibration data for input '{spec.name}' is {a.dtype}, "
+                                f"the model takes {spec.dtype}", f"save the array as {spec.dtype}")
+            a = a.astype(spec.dtype)
+        feeds[spec.name] = a
+    return feeds
