@@ -215,7 +215,8 @@ def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(private_server
     with open_store(tmp_path / "r", url, create=False) as store:
         dead = next(r for r in store.runs() if r["run_id"] != first["run_id"])
         run = store.run(dead["run_id"])
-        assert dead["status"] == "running" and run["ci"]["verdict"] == "running"  # never finished
+        assert run.get("status", "running") == "running" and run["ci"]["verdict"] == "running"  # never finished
+        assert dead["status"] == "abandoned"  # and listed as such: its writer's session is gone
         assert "tags" not in run and "summary" not in run and "finished_at" not in run
         docs = store.results(dead["run_id"])
         assert 1 <= len(docs) < 4 and all(d["valid"] and d["agent"]["latency_ms"]["count"] >= 100 for d in docs)
@@ -255,7 +256,7 @@ def test_connection_lost_while_finishing_leaves_the_run_unfinished(pg_server: Pg
     with open_store(tmp_path / "r", url, create=False) as store:
         dead = next(r for r in store.runs() if r["run_id"] != first["run_id"])
         run = store.run(dead["run_id"])
-        assert (dead["status"], run["ci"]["verdict"]) == ("running", "running"), (dead, run)
+        assert (run.get("status", "running"), run["ci"]["verdict"], dead["status"]) == ("running", "running", "abandoned"), (dead, run)
         assert "summary" not in run and "tags" not in run
         assert dead["results"] == 1  # the measured result stays, whole
         assert store.find_run(tag="main")["run_id"] == first["run_id"]

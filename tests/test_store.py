@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,46 @@ def test_a_result_stored_again_replaces_the_row_and_becomes_the_newest(backend: 
         rows = store.query()
         assert [r["result_id"] for r in rows] == ["run-s-rpi4-001", "run-s-rpi4-002"]
         assert rows[0]["valid"] == 0 and rows[0]["error"] == "measured again" and len(store.results("run-s")) == 2
+
+
+HOLDER = """
+import sys, time
+from edgeopt.results.store import open_store
+with open_store(sys.argv[1], sys.argv[2]) as store:
+    store.begin_run({"run_id": sys.argv[3], "created_at": "2026-11-28T11:00:00+00:00", "targets": ["rpi4"]})
+    print("begun", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_whose_writer_died_is_listed_as_abandoned(backend: Backend):
+    """A writer holds its unfinished run's lock (an flock / a PostgreSQL session advisory lock): while it lives the
+    run is ``running`` to every reader; once its process is killed, ``abandoned``; a finished run keeps its status,
+    and the stored row is never changed by a reader."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(backend.results), backend.location, "held"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "begun", proc.stderr
+        with backend.open() as store:
+            begin(store, "mine")  # this store's own unfinished run: running while the store is open
+            begin(store, "done")
+            store.finish_run("done", "2026-11-28T12:00:00+00:00", "complete")
+            status = {r["run_id"]: r["status"] for r in store.runs()}
+            assert status == {"held": "running", "mine": "running", "done": "complete"}, status
+            proc.kill()
+            proc.wait(timeout=30)
+            for _ in range(50):  # the server notices the dead client's connection
+                status = {r["run_id"]: r["status"] for r in store.runs()}
+                if status["held"] != "running":
+                    break
+                time.sleep(0.1)
+            assert status == {"held": "abandoned", "mine": "running", "done": "complete"}, status
+            assert "status" not in store.run("held")  # the run as written (unfinished): a reader changes nothing
+            assert store.status(store.run("held")) == "abandoned"
+        with backend.open(create=False) as store:  # "mine" was left unfinished when its store closed
+            status = {r["run_id"]: r["status"] for r in store.runs()}
+            assert status == {"held": "abandoned", "mine": "abandoned", "done": "complete"}, status
+            assert [r["run_id"] for r in store.find_runs() if r.get("status", "running") != "running"] == ["done"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -156,7 +156,7 @@ def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(tmp_path: Path
             live = store.results("live")
             assert len(live) >= 29 and all(d["valid"] and d["run_id"] == "live" for d in live)
             status = {r["run_id"]: r["status"] for r in store.runs(limit=100_000)}
-            assert status["live"] == "running"  # never marked complete by the dead writer
+            assert status["live"] == "abandoned"  # never marked complete by the dead writer, and it is gone
     finally:
         server.cleanup()
 

@@ -32,14 +32,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         if run_id is None:
             raise ArtifactMissing(f"no runs in {store.where}", "run `edgeopt bench` first")
         run = store.run(run_id)
+        status = store.status(run)  # "abandoned": unfinished, and its writer is gone
         docs = store.results(run["run_id"])
     if args.json:
-        out: dict[str, Any] = {"run": run, "rows": rows_json(docs)}
+        out: dict[str, Any] = {"run": run, "status": status, "rows": rows_json(docs)}
         if args.full:
             out["results"] = docs
         print(json.dumps(out, indent=2))
     else:
-        title = f"edgeopt report — run {run['run_id']} ({run['created_at']}, {run.get('status')})"
+        title = f"edgeopt report — run {run['run_id']} ({run['created_at']}, {status})"
         render_table(docs, stdout_console(), title=title)
     return 0
 

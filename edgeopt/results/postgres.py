@@ -45,6 +45,8 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> statements taking the schema 
     ],
 }
 CONNECT_TIMEOUT_S = 10
+# the advisory lock a run's writer holds until it finishes the run
+WRITER_KEY = "hashtextextended('edgeopt-run:' || ?::text, 0)"
 
 
 class PostgresStore(Store):
@@ -61,6 +63,7 @@ class PostgresStore(Store):
         self.json_dir = Path(json_dir)
         self._lock = threading.Lock()
         self._in_tx = False
+        self._held: dict[str, Any] = {}
         if create:
             check_writable_dir(self.json_dir)
         try:
@@ -149,6 +152,11 @@ class PostgresStore(Store):
             raise self.error(exc) from exc
         log.warning("results store %s: reconnected (the connection was lost between two writes: %s)", self.where,
                     " ".join(str(first).split())[:120])
+        try:  # the old session's writer locks went with it
+            for run_id in self._held:
+                self._execute(f"SELECT pg_advisory_lock({WRITER_KEY})", (run_id,))
+        except psycopg.Error as exc:
+            raise self.error(exc) from exc
         try:
             return self._execute(sql, params)
         except psycopg.Error as exc:
@@ -182,7 +190,39 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         with self._lock:
+            self._held.clear()  # the server drops the session's writer locks with the connection
             self._db.close()
+
+    # -- the writer's lock on an unfinished run: a session advisory lock, dropped by the server when the writer's
+    #    connection ends (its process died, its host went away) -----------------------------------------------
+    def _hold(self, run_id: str) -> None:
+        with self._lock:
+            self._run(f"SELECT pg_advisory_lock({WRITER_KEY})", (run_id,))
+            self._held[run_id] = True
+
+    def _release(self, run_id: str) -> None:
+        self._release_quietly(run_id)
+
+    def _release_quietly(self, run_id: str) -> None:
+        if self._held.pop(run_id, None) is None:
+            return
+        try:
+            with self._lock:
+                self._run(f"SELECT pg_advisory_unlock({WRITER_KEY})", (run_id,))
+        except EdgeoptError as exc:  # the connection is gone: so is the lock
+            log.debug("results store %s: writer lock of run %s not released: %s", self.where, run_id, exc)
+
+    def writer_gone(self, run_id: str) -> bool:
+        """No session holds the run's writer lock: its writer ended without finishing it (or it was written by
+        an edgeopt from before writer locks)."""
+        if run_id in self._held:
+            return False
+        with self._lock:
+            row = self._one(f"SELECT pg_try_advisory_lock_shared({WRITER_KEY}) AS free", (run_id,))
+            if not (row and row["free"]):
+                return False
+            self._run(f"SELECT pg_advisory_unlock_shared({WRITER_KEY})", (run_id,))
+        return True
 
     def error(self, exc: psycopg.Error, opening: bool = False) -> EdgeoptError:
         """psycopg's error as one line naming the (masked) URL; a lost or unreachable server is exit 3."""

@@ -13,11 +13,18 @@ Tables (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
 The statements of the public methods are plain SQL both SQLite and PostgreSQL run (``?`` placeholders,
 ``ON CONFLICT``, ``RETURNING``); ``edgeopt.results.postgres.PostgresStore`` reuses them over its own connection.
 Thread-safe: one connection guarded by a lock (bench writes from one worker thread per device).
+
+A run's writer holds a lock while the run is unfinished: here an ``flock`` on ``results/<run_id>/.writer.lock``
+(PostgreSQL: a session advisory lock, ``PostgresStore``). The kernel (the server) drops it when the writer's
+process (connection) ends, so :meth:`Store.runs` lists a run whose writer died before finishing it as
+``abandoned``, not as ``running`` forever; the row itself is never changed by a reader.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -39,6 +46,8 @@ from edgeopt.results.common import (
     run_columns,
     safe_name,
 )
+
+log = logging.getLogger(__name__)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -124,6 +133,7 @@ class Store:
                 raise store_error(self.path, exc, opening=True) from exc
             raise
         self._lock = threading.Lock()
+        self._held: dict[str, Any] = {}  # run_id -> the writer's lock (fd here, True in PostgreSQL)
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         """The connection; a store on a read-only file system (an archive) is opened read-only and immutable,
@@ -179,8 +189,13 @@ class Store:
     # -- writing -----------------------------------------------------------------------------------------------
     def begin_run(self, doc: dict[str, Any]) -> None:
         """Record a new run (``doc`` has ``run_id``, ``created_at``, optional ``command`` and ``targets``)."""
-        with self._lock, self._tx():
-            self._run(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", run_columns(doc))
+        self._hold(doc["run_id"])  # before the row exists: a reader never sees the run without its writer's lock
+        try:
+            with self._lock, self._tx():
+                self._run(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", run_columns(doc))
+        except BaseException:
+            self._release(doc["run_id"])
+            raise
         self._write_json(self.run_dir(doc["run_id"]) / "run.json", doc)
 
     def add_result(self, doc: dict[str, Any]) -> Path:
@@ -199,6 +214,65 @@ class Store:
                 doc["summary"] = summary
 
         self.modify_run(run_id, finish)
+        self._release(run_id)
+
+    # -- the writer's lock on an unfinished run ------------------------------------------------------------------
+    def _writer_lock(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / ".writer.lock"
+
+    def _hold(self, run_id: str) -> None:
+        """Take the writer's lock of a new run (held until :meth:`finish_run` or :meth:`close`, or this process
+        ends). Best effort: where the file system has no locks, the run is just never called abandoned."""
+        import fcntl
+
+        try:
+            self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._writer_lock(run_id), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._held[run_id] = fd
+
+    def _release(self, run_id: str) -> None:
+        fd = self._held.pop(run_id, None)
+        if isinstance(fd, int):
+            try:
+                self._writer_lock(run_id).unlink()
+            except OSError:
+                pass
+            os.close(fd)
+
+    def writer_gone(self, run_id: str) -> bool:
+        """The unfinished run's writer has ended without finishing it (its lock is free). False while it runs,
+        and when it cannot be told (a run written by an older edgeopt, no lock file, no locks here)."""
+        import fcntl
+
+        if run_id in self._held:
+            return False
+        try:
+            fd = os.open(self._writer_lock(run_id), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:  # held: the writer lives (any other error: cannot tell)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                log.debug("cannot test the writer lock of run %s: %s", run_id, exc)
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def status(self, run: dict[str, Any]) -> str:
+        """A run's status as a reader should see it: ``abandoned`` for an unfinished run whose writer is gone."""
+        status = str(run.get("status") or "running")
+        if status == "running" and isinstance(run.get("run_id"), str) and self.writer_gone(run["run_id"]):
+            return "abandoned"
+        return status
 
     def update_run(self, run_id: str, updates: dict[str, Any]) -> dict[str, Any]:
         """Merge ``updates`` into a run's document (e.g. ``edgeopt ci`` records its verdict); returns the doc."""
@@ -289,7 +363,10 @@ class Store:
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.run_id) AS results, "
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id = r.run_id AND x.valid = 1) AS valid "
                 f"FROM runs r ORDER BY r.created_at DESC, r.{self.TIE} DESC LIMIT ?", (limit,))
-        return [{**dict(r), "targets": parse_json(r["targets"] or "[]", list) or []} for r in rows]
+        listed = [{**dict(r), "targets": parse_json(r["targets"] or "[]", list) or []} for r in rows]
+        for r in listed:
+            r["status"] = self.status(r)
+        return listed
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         """Full result documents of a run, ordered by result id (target name, then the order they ran in)."""
@@ -326,8 +403,16 @@ class Store:
         return _Transaction(self._db, self.path)
 
     def close(self) -> None:
+        for run_id in list(self._held):  # an unfinished run of ours: abandoned from now on
+            self._release_quietly(run_id)
         with self._lock:
             self._db.close()
+
+    def _release_quietly(self, run_id: str) -> None:
+        """Drop the writer's lock of a run left unfinished, keeping its lock file (the run is abandoned)."""
+        fd = self._held.pop(run_id, None)
+        if isinstance(fd, int):
+            os.close(fd)
 
     def __enter__(self) -> Store:
         return self
