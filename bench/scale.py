@@ -6,8 +6,9 @@
   - the same matrix again with a warm cache / cold (goal <= 0.05): every cell answered before anything is sent
 
 Each figure is the wall time of a whole `edgeopt build` process (interpreter, imports, Ray start-up included), with
-fresh output directories for the cold runs. The machine's load average is printed with the figures: other work on
-the machine moves them.
+fresh output directories for the cold runs. The machine's load average, and the CPU seconds other processes used
+during each timed run, are printed with the figures: other work on the machine moves them. So is the timeline of
+the runs compared (from their progress lines: Ray up, first cell started and finished, last finished, exit).
 
 With --repeat N the serial and Ray runs alternate N times and the medians are compared (load from other work on
 the machine then hits both alike).
@@ -23,8 +24,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,22 +84,55 @@ def tree_cpu(root: int, seen: dict[int, float]) -> None:
         todo.extend(children.get(pid, []))
 
 
-def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float]:
-    """Wall seconds, the --json document and the CPU seconds of the whole process tree (sampled every 0.2 s)."""
+def busy_cpu() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process, all cores: /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
+
+
+def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[str, float]]:
+    """Wall seconds, the --json document, the CPU seconds of the whole process tree (sampled every 0.2 s) and the
+    run's phases from its progress lines on stderr (seconds since the launch; ``others``: the CPU seconds the rest
+    of the machine used meanwhile, an upper bound: a process of the tree gone between two samples counts there)."""
     cmd = [str(ROOT / ".venv" / "bin" / "edgeopt"), "build", "--matrix", str(matrix), "--out", str(out), "--json"]
     if ray:
         cmd += ["--ray", "local"]
+    busy0 = busy_cpu()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append((time.perf_counter() - t, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     seen: dict[int, float] = {}
     while proc.poll() is None:
         tree_cpu(proc.pid, seen)
         time.sleep(0.2)
-    stdout, stderr = proc.communicate()
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    reader.join()
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr[-2000:]}")
-    return seconds, json.loads(stdout), sum(seen.values())
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {chr(10).join(x for _, x in lines)[-2000:]}")
+    cpu = sum(seen.values())
+    return seconds, json.loads(stdout), cpu, {**phases(lines, seconds), "others": busy_cpu() - busy0 - cpu}
+
+
+def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """When Ray was up (its "Ray: N cell(s)" line), the first cell started, the first and the last finished."""
+    def first(pred: Callable[[str], bool]) -> float:
+        return next((t for t, x in lines if pred(x)), float("nan"))
+
+    done = [t for t, x in lines if ": finished in " in x]
+    return {"ray_up": first(lambda x: x.startswith("Ray: ")), "first_started": first(lambda x: ": started (" in x),
+            "first_finished": min(done, default=float("nan")), "last_finished": max(done, default=float("nan")),
+            "exit": wall}
 
 
 def main() -> None:
@@ -121,20 +157,29 @@ def main() -> None:
             serials.append(run(matrix, tmp / f"serial{i}", ray=False))
             rays.append(run(matrix, tmp / f"ray{i}", ray=True))
             print(f"run {i + 1}: serial {serials[-1][0]:.1f} s ({serials[-1][2]:.1f} CPU s), Ray {rays[-1][0]:.1f} s "
-                  f"({rays[-1][2]:.1f} CPU s), load {os.getloadavg()[0]:.1f}", flush=True)
-        serial, doc_s, cpu_s = sorted(serials, key=lambda r: r[0])[len(serials) // 2]
-        on_ray, doc_r, cpu_r = sorted(rays, key=lambda r: r[0])[len(rays) // 2]
-        warm, doc_w, _ = run(matrix, tmp / f"ray{args.repeat - 1}", ray=True)  # right after the last cold run
+                  f"({rays[-1][2]:.1f} CPU s), load {os.getloadavg()[0]:.1f}, CPU s of other processes meanwhile "
+                  f"{serials[-1][3]['others']:.1f} and {rays[-1][3]['others']:.1f}", flush=True)
+        serial, doc_s, cpu_s, ph_s = sorted(serials, key=lambda r: r[0])[len(serials) // 2]
+        on_ray, doc_r, cpu_r, ph_r = sorted(rays, key=lambda r: r[0])[len(rays) // 2]
+        warm, doc_w, _, _ = run(matrix, tmp / f"ray{args.repeat - 1}", ray=True)  # right after the last cold run
         load1 = os.getloadavg()[0]
         assert len(doc_s["results"]) == len(doc_r["results"]) == cells and doc_s["sent"] == doc_r["sent"] == cells
         assert doc_w["sent"] == 0 and all(r["cached"] for r in doc_w["results"])
-        cell_s = sum(r["seconds"] for r in doc_s["results"])
-        cell_r = sum(r["seconds"] for r in doc_r["results"])
+        # each cell's wall time as its runner saw it: serially the whole in-process build, on Ray from the task's
+        # submission to its landing (the first cell in each process imports TensorFlow: once serially, once per
+        # worker on Ray)
+        cell_s = sum(r["cell_seconds"] for r in doc_s["results"])
+        cell_r = sum(r["cell_seconds"] for r in doc_r["results"])
         rows.append((f"{cells}-cell matrix: Ray local ({os.cpu_count()} workers) / serial, wall"
                      + (f" (median of {args.repeat})" if args.repeat > 1 else ""),
                      f"{on_ray:.1f} s / {serial:.1f} s = {on_ray / serial:.3f}", "<= 0.6"))
-        rows.append(("  sum of cell build times: on Ray / serial", f"{cell_r:.1f} s / {cell_s:.1f} s = "
-                     f"{cell_r / cell_s:.3f}", "(contention: 2 builds share 2 cores)"))
+        rows.append(("  sum of the cells' wall times: on Ray / serial", f"{cell_r:.1f} s / {cell_s:.1f} s = "
+                     f"{cell_r / cell_s:.3f}", "(a TensorFlow import per worker)"))
+        for name, ph in (("serial", ph_s), ("Ray", ph_r)):
+            up = f"Ray up {ph['ray_up']:.1f}, " if name == "Ray" else ""
+            rows.append((f"  timeline of that {name} run (s since launch)",
+                         f"{up}first cell started {ph['first_started']:.1f}, first finished {ph['first_finished']:.1f}, "
+                         f"last finished {ph['last_finished']:.1f}, exit {ph['exit']:.1f}", ""))
         rows.append(("  CPU seconds of the process tree: Ray / serial", f"{cpu_r:.1f} s / {cpu_s:.1f} s = "
                      f"{cpu_r / cpu_s:.3f}", "(Ray's own overhead)"))
         rows.append(("  cores used on average (CPU s / wall s): serial, Ray", f"{cpu_s / serial:.2f}, "
@@ -143,6 +188,8 @@ def main() -> None:
                      f"{warm / on_ray:.3f}", "<= 0.05"))
         rows.append(("  tasks sent on the warm run", f"{doc_w['sent']}", "0"))
         rows.append(("load average (1 min) before / after", f"{load0:.2f} / {load1:.2f}", "shared machine"))
+        rows.append(("CPU s of other processes during those serial / Ray runs", f"{ph_s['others']:.1f} / "
+                     f"{ph_r['others']:.1f}", "0 on a quiet machine"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  {'measured':<34}  goal")
     for name, value, goal in rows:

@@ -256,6 +256,72 @@ def test_a_node_without_the_input_path_gets_it_by_content(matrix_files: dict[str
     assert ray_processes() - before == set()
 
 
+def autoscaler_monitors() -> set[int]:
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"autoscaler/_private/monitor.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.add(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_local_ray_stops_its_autoscaler_monitor_before_the_gcs() -> None:
+    """ray.shutdown() stops the GCS before the autoscaler monitor, whose SIGTERM handler then waits for the gone
+    GCS until Ray kills it a second later; a local Ray's monitor is stopped first (through Ray's private node
+    object: this test says so when a Ray upgrade moves it), and Ray goes on working without it."""
+    from edgeopt.build.ray_cells import ray_session, stop_autoscaler_monitor
+
+    before, monitors = ray_processes(), autoscaler_monitors()
+    with ray_session("local") as ray:
+        mine = autoscaler_monitors() - monitors
+        assert len(mine) == 1, "a local Ray starts one autoscaler monitor"
+        stop_autoscaler_monitor(ray)
+        assert autoscaler_monitors() & mine == set()
+        assert ray.get(ray.remote(num_cpus=1)(lambda: 42).remote()) == 42
+    assert ray_processes() - before == set() and autoscaler_monitors() - monitors == set()
+
+
+def test_a_runner_gets_ready_while_the_cells_are_keyed_and_is_closed(tmp_path: Path) -> None:
+    """A runner with prepare() (Ray) is readied on the caller's thread while the keys are computed on another, as
+    soon as some cell surely needs work (no manifest yet); it is closed at the end even when no cell was left to
+    hand it (here the only cell's model cannot be read: it fails in the driver, alone)."""
+    import threading
+
+    from edgeopt.build.matrix import Matrix, MatrixModel
+
+    class Runner:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+
+        def prepare(self) -> None:
+            self.calls.append(("prepare", threading.get_ident()))
+
+        def close(self) -> None:
+            self.calls.append(("close", threading.get_ident()))
+
+        def __call__(self, cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
+            self.calls.append(("run", threading.get_ident()))
+            return []
+
+    class Where(MatrixProgress):
+        thread = 0
+
+        def failed(self, cell: Cell, error: str, seconds: float) -> None:
+            self.thread = threading.get_ident()
+
+    matrix = Matrix(profiles=["fp32"], models=[MatrixModel(name="gone", path=str(tmp_path / "gone.keras"),
+                                                           data="example:calibration")])
+    runner, where = Runner(), Where()
+    (outcome,) = run_matrix(expand(matrix, tmp_path / "out"), where, runner)
+    assert outcome.result is None and "gone.keras" in outcome.error and not outcome.sent
+    me = threading.get_ident()
+    assert runner.calls == [("prepare", me), ("close", me)]
+    assert where.thread not in (0, me)  # keyed on the second thread
+
+
 def test_matrix_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "m.yaml"
     bad.write_text("models:\n  - {name: a, pth: x.keras}\n")

@@ -20,13 +20,15 @@ handed out, so an unchanged cell costs a hash and sends nothing. A failed cell f
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from pydantic import Field, field_validator
 
+from edgeopt.artifacts.manifest import Manifest
 from edgeopt.build.pipeline import BuildRequest, BuildResult, build, build_key, cached_manifest
 from edgeopt.build.reporter import Reporter
 from edgeopt.config import Profile, StrictModel, Target, load_model_file, load_profile, load_target
@@ -160,7 +162,9 @@ class MatrixProgress:
 
 
 class CellRunner(Protocol):
-    """Runs the cells the cache did not answer; one outcome per cell, in any order."""
+    """Runs the cells the cache did not answer; one outcome per cell, in any order. It may also have
+    ``prepare()`` (get ready: start Ray; :func:`run_matrix` calls it while it keys the cells) and ``close()``
+    (called when the run ends, whether or not the runner ran)."""
 
     def __call__(self, cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]: ...
 
@@ -264,12 +268,40 @@ def run_matrix(cells: list[Cell], progress: MatrixProgress | None = None,
                runner: CellRunner | Callable[[list[Cell], MatrixProgress], list[CellOutcome]] | None = None,
                ) -> list[CellOutcome]:
     """Key every cell, answer the unchanged ones from the cache, hand the rest to ``runner`` (serial when None).
-    Outcomes come back in the cells' order; a cell whose inputs cannot be read fails here, alone."""
+    Outcomes come back in the cells' order; a cell whose inputs cannot be read fails here, alone.
+
+    A runner with ``prepare()`` (Ray) gets ready while the cells are keyed when some cell surely needs work (no
+    manifest in its directory, or ``--force``): the keys are computed on a second thread meanwhile. Otherwise
+    nothing is started before the cache has answered, so an all-cached matrix never starts Ray."""
     progress = progress or MatrixProgress()
+    prepare = getattr(runner, "prepare", None)
+    try:
+        if prepare is not None and any(c.request.force or not Manifest.exists(c.directory) for c in cells):
+            done, todo = _plan_while(prepare, cells, progress)
+        else:
+            done, todo = plan(cells, progress)
+        if todo:
+            ran = runner(todo, progress) if runner is not None else run_serial(todo, progress)
+            index = {id(c): i for i, c in enumerate(cells)}
+            for outcome in ran:
+                done[index[id(outcome.cell)]] = outcome
+    finally:
+        close = getattr(runner, "close", None)  # e.g. keying failed after the runner got ready
+        if close is not None:
+            close()
+    return [done[i] for i in range(len(cells))]
+
+
+def plan(cells: list[Cell], progress: MatrixProgress,
+         stop: threading.Event | None = None) -> tuple[dict[int, CellOutcome], list[Cell]]:
+    """Every cell's content key; the outcomes of the cells answered here (cached, or inputs unreadable) by index,
+    and the cells left to build. ``stop`` set: returns before the next cell."""
     planner = KeyPlanner()
     done: dict[int, CellOutcome] = {}
     todo: list[Cell] = []
     for i, cell in enumerate(cells):
+        if stop is not None and stop.is_set():
+            break
         try:
             cell.key = planner.key(cell)
         except EdgeoptError as exc:
@@ -282,9 +314,31 @@ def run_matrix(cells: list[Cell], progress: MatrixProgress | None = None,
                                                     True, 0.0))
         else:
             todo.append(cell)
-    if todo:
-        ran = runner(todo, progress) if runner is not None else run_serial(todo, progress)
-        index = {id(c): i for i, c in enumerate(cells)}
-        for outcome in ran:
-            done[index[id(outcome.cell)]] = outcome
-    return [done[i] for i in range(len(cells))]
+    return done, todo
+
+
+def _plan_while(prepare: Callable[[], None], cells: list[Cell],
+                progress: MatrixProgress) -> tuple[dict[int, CellOutcome], list[Cell]]:
+    """:func:`plan` on a second thread while ``prepare()`` runs on this one (hashing releases the GIL)."""
+    box: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def keys() -> None:
+        try:
+            box["plan"] = plan(cells, progress, stop)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=keys, name="edgeopt-keys", daemon=True)
+    thread.start()
+    try:
+        prepare()
+    except BaseException:  # Ray could not start, Ctrl-C: stop keying after the cell at hand
+        stop.set()
+        thread.join()
+        raise
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: tuple[dict[int, CellOutcome], list[Cell]] = box["plan"]
+    return result

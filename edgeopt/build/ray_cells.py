@@ -3,12 +3,13 @@
 Where things go (docs/scale.md):
 
 - the driver (the machine that asked) keys every cell and answers unchanged ones from its cache
-  (:func:`edgeopt.build.matrix.run_matrix`); Ray is started or joined only when some cell needs work;
+  (:func:`edgeopt.build.matrix.run_matrix`); Ray is started or joined only when some cell needs work (at once,
+  while the keys are computed, when a cell's directory holds no manifest yet);
 - each remaining cell is one task (1 CPU) running the same pipeline as ``edgeopt build`` for one target x one
   profile. The task gets the request (target and profile as loaded here) and, for every input file or directory,
   its sha256 and a reference to its bytes in Ray's object store: a node that sees the same path with the same
   content uses it, any other node fetches the bytes once (cached per node by hash) and the manifest still names
-  the path the user gave;
+  the path the user gave. On a local Ray (this machine only) the inputs go by path, nothing is copied;
 - the task builds into a scratch directory and returns the cell's directory as tar bytes (or, with
   ``--ray-shared-dir``, leaves it under that directory, which every node mounts at the same path); the driver
   unpacks it atomically into ``<out>/<model>/<target>/<profile>/`` and checks every file against the manifest;
@@ -80,16 +81,48 @@ def ray_session(mode: str, num_cpus: int | None = None) -> Iterator[Any]:
     try:
         yield ray
     finally:
+        if mode == "local":
+            stop_autoscaler_monitor(ray)
         ray.shutdown()
+
+
+# --- a local Ray's start and stop ---------------------------------------------------------------------------
+def stop_autoscaler_monitor(ray: Any) -> None:
+    """Stop the local cluster's autoscaler monitor before ``ray.shutdown()``, which stops the GCS first: the
+    monitor's SIGTERM handler then tries to report to the gone GCS and is killed after a 1 s grace period (Ray
+    2.60; measured: 1.0 s of a 1.1-1.4 s shutdown). The monitor of a fixed local cluster scales nothing; killing it
+    is what Ray does after that second anyway. Private API, so any surprise leaves it to ``ray.shutdown()``."""
+    try:
+        node = ray._private.worker._global_node  # noqa: SLF001
+        for info in node.all_processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []):  # noqa: SLF001
+            if info.process.poll() is None:
+                info.process.kill()
+                info.process.wait(timeout=1)
+    except Exception:  # noqa: BLE001 - ray.shutdown() stops it the slow way
+        pass
 
 
 # --- inputs: by path where the node sees them, else by content --------------------------------------------
 @dataclass(frozen=True)
 class Shipped:
     path: str  # the driver's path
-    sha256: str  # sha256_tree of it
+    sha256: str | None  # sha256_tree of it (None: not shipped, every node sees the path: a local Ray)
     is_file: bool
-    ref: Any  # ObjectRef of its tar bytes: fetched only by a node that lacks the path
+    ref: Any  # ObjectRef of its tar bytes: fetched only by a node that lacks the path (None: not shipped)
+
+
+_hashes: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}  # (path, its files' stats) -> sha256_tree
+
+
+def tree_sha256(path: Path) -> str:
+    """``sha256_tree`` once per path and content in a process (a worker checks every task's inputs; the files'
+    sizes and modification times say whether it changed since)."""
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
+    stats = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in (f.stat(),))
+    key = (str(path), stats)
+    if key not in _hashes:
+        _hashes[key] = sha256_tree(path)
+    return _hashes[key]
 
 
 def tar_bytes(path: Path) -> bytes:
@@ -105,14 +138,18 @@ def untar(data: bytes, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def ship_inputs(ray: Any, cells: list[Cell]) -> dict[str, Shipped]:
-    """Every input path of the cells, once each, into the object store."""
+def ship_inputs(ray: Any, cells: list[Cell], by_content: bool = True) -> dict[str, Shipped]:
+    """Every input path of the cells, once each, into the object store; with ``by_content=False`` (a local Ray:
+    every worker sees the driver's files) only named, nothing hashed or copied — a file changed meanwhile is
+    caught by the content key the driver checks when the cell lands."""
     out: dict[str, Shipped] = {}
     for cell in cells:
         for name in INPUT_FIELDS:
             spec = getattr(cell.request, name)
             if spec and spec not in out and Path(spec).exists():
-                out[spec] = Shipped(spec, sha256_tree(Path(spec)), Path(spec).is_file(), ray.put(tar_bytes(Path(spec))))
+                path = Path(spec)
+                out[spec] = Shipped(spec, tree_sha256(path), path.is_file(), ray.put(tar_bytes(path))) \
+                    if by_content else Shipped(spec, None, path.is_file(), None)
     return out
 
 
@@ -122,11 +159,11 @@ def localise(req: BuildRequest, shipped: list[Shipped]) -> tuple[BuildRequest, d
     moved: dict[str, str] = {}
     for s in shipped:
         p = Path(s.path)
-        if p.exists() and sha256_tree(p) == s.sha256:
+        if s.ref is None or p.exists() and tree_sha256(p) == s.sha256:
             continue
         import ray
 
-        home = Path(tempfile.gettempdir()) / "edgeopt-ray-inputs" / s.sha256
+        home = Path(tempfile.gettempdir()) / "edgeopt-ray-inputs" / str(s.sha256)
         if not home.is_dir():
             with staged_directory(home) as stage:
                 untar(ray.get(s.ref), stage)
@@ -222,12 +259,13 @@ def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float)
     return CellOutcome(cell, result, None, wall, True, node)
 
 
-def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress,
-               shared_dir: str | None = None) -> list[CellOutcome]:
-    """One task per cell, as many in flight as the cluster has CPUs (so "started" means running)."""
+def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress, shared_dir: str | None = None,
+               ship: bool = True) -> list[CellOutcome]:
+    """One task per cell, as many in flight as the cluster has CPUs (so "started" means running). ``ship=False``:
+    the inputs go by path only (a local Ray)."""
     task = ray.remote(num_cpus=1, max_retries=1)(build_cell)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    shipped = ship_inputs(ray, cells)
+    shipped = ship_inputs(ray, cells, by_content=ship)
     queue, outcomes = list(cells), []
     pending: dict[Any, tuple[Cell, float]] = {}
     while queue or pending:
@@ -250,8 +288,42 @@ def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress,
     return outcomes
 
 
-def ray_runner(mode: str, shared_dir: str | None = None, num_cpus: int | None = None) -> Any:
-    """A :class:`edgeopt.build.matrix.CellRunner` that starts/joins Ray only when called (some cell needs work)."""
+class RayRunner:
+    """A :class:`edgeopt.build.matrix.CellRunner` on Ray, started (``local``) or joined (``auto``) only when some
+    cell needs work. :func:`edgeopt.build.matrix.run_matrix` calls :meth:`prepare` (on its own thread: Ray's
+    driver API must be used from the thread that called ``ray.init``) while it keys the cells on another; the call
+    runs the cells and stops (or leaves) Ray; :meth:`close` does that when the run ends early."""
+
+    def __init__(self, mode: str, shared_dir: str | None = None, num_cpus: int | None = None) -> None:
+        self.mode, self.shared_dir, self.num_cpus = mode, shared_dir, num_cpus
+        self._session: Any = None  # the entered ray_session
+        self._ray: Any = None
+
+    def prepare(self) -> None:
+        if self._session is None:
+            session = ray_session(self.mode, self.num_cpus)
+            self._ray = session.__enter__()
+            self._session = session
+
+    def close(self) -> None:
+        """Stop (local) or leave (auto) Ray if it was started; again is a no-op."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.__exit__(None, None, None)
+
+    def __call__(self, cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
+        try:
+            self.prepare()
+            ray = self._ray
+            progress.note(f"Ray: {len(cells)} cell(s) to build on {int(ray.cluster_resources().get('CPU', 0))} "
+                          f"CPU(s) ({'started here' if self.mode == 'local' else 'joined'})")
+            return run_on_ray(ray, cells, progress, self.shared_dir, ship=self.mode != "local")
+        finally:
+            self.close()
+
+
+def ray_runner(mode: str, shared_dir: str | None = None, num_cpus: int | None = None) -> RayRunner:
+    """The Ray runner of ``--ray MODE`` (checked here: Ray installed, the shared directory exists)."""
     import importlib.util
 
     if mode not in MODES:
@@ -264,11 +336,4 @@ def ray_runner(mode: str, shared_dir: str | None = None, num_cpus: int | None = 
             raise ConfigError(f"--ray-shared-dir {shared_dir}: not a directory",
                               "name a directory every Ray node mounts at the same path")
         shared_dir = str(shared)
-
-    def run(cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
-        with ray_session(mode, num_cpus) as ray:
-            progress.note(f"Ray: {len(cells)} cell(s) to build on {int(ray.cluster_resources().get('CPU', 0))} "
-                          f"CPU(s) ({'started here' if mode == 'local' else 'joined'})")
-            return run_on_ray(ray, cells, progress, shared_dir)
-
-    return run
+    return RayRunner(mode, shared_dir, num_cpus)

@@ -1,7 +1,10 @@
 """The best profile for a target, from measured numbers: ``edgeopt build --target T --search``.
 
 1. build every candidate profile (the target's default profiles plus the compression profiles; cached builds are
-   reused) — accuracy and sizes come from the build's own evaluation (manifest);
+   reused) — accuracy and sizes come from the build's own evaluation (manifest). In this process by default; with
+   a ``runner`` (``--ray local|auto``) each candidate is one cell of :mod:`edgeopt.build.matrix` (one Ray task),
+   in the same layout and under the same content keys, so either way finds the other's builds cached; a
+   candidate whose cell fails is left out (its line in the notes) and the search goes on with the others;
 2. benchmark every artifact on the target through ``edgeopt.bench`` (the agent on the device; ``local`` runs here)
    — p50 latency, and energy per inference where the target measures it;
 3. one row per (profile, format): accuracy, accuracy drop (pp) against the float source model, bytes, gzip bytes,
@@ -25,9 +28,10 @@ from typing import Any, Callable, Sequence
 
 from edgeopt.bench import BenchOptions, bench
 from edgeopt.build import recommend as recommendation
-from edgeopt.build.pipeline import BuildRequest, build
+from edgeopt.build.matrix import CellRunner, MatrixProgress, run_matrix, single_model_cells
+from edgeopt.build.pipeline import BuildRequest, BuildResult, build
 from edgeopt.config import available, load_profile, load_target
-from edgeopt.errors import ConfigError
+from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.results.reader import energy_per_inference
 
 COMPRESSION_PROFILES = ["pruned-int8", "distilled-int8", "qat-int8"]
@@ -47,6 +51,8 @@ class SearchResult:
     energy_measured: bool
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    # how the candidates were built: sent (built, in this process or as Ray tasks), cached, failed [{profile, error}]
+    build: dict[str, Any] = field(default_factory=dict)
 
     @property
     def front(self) -> list[dict[str, Any]]:
@@ -56,7 +62,7 @@ class SearchResult:
         return {"target": self.target, "objective": self.objective, "max_accuracy_drop_pp": self.max_accuracy_drop,
                 "metric": self.metric, "energy_measured": self.energy_measured, "bench_run_id": self.run_id,
                 "rows": self.rows, "pareto_front": [r["candidate"] for r in self.front],
-                "recommended": self.recommended, "notes": self.notes}
+                "recommended": self.recommended, "notes": self.notes, "build": self.build}
 
 
 def candidate_profiles(target: Any, extra: Sequence[str] | None = None) -> list[str]:
@@ -147,9 +153,12 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
                results: Path = Path("results"), profiles: Sequence[str] | None = None,
                max_accuracy_drop: float = 1.0, objective: str = "latency", runs: int = 50, warmup: int = 5,
                force: bool = False, reporter: Any = None, bench_progress: Any = None,
-               connection: dict[str, Any] | None = None) -> SearchResult:
+               connection: dict[str, Any] | None = None, runner: CellRunner | None = None,
+               progress: MatrixProgress | None = None) -> SearchResult:
     """Build the candidates, benchmark them on the target, and pick. ``connection``: BenchOptions overrides
-    (host, user, port, key, python, accept_new_host_key, known_hosts, ssh_config)."""
+    (host, user, port, key, python, accept_new_host_key, known_hosts, ssh_config). ``runner``: build the
+    candidates as matrix cells (``edgeopt.build.ray_cells.ray_runner``), one ``progress`` event per cell; the
+    benchmark stays here, one candidate after the other, on the target."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"--objective {objective!r}: allowed {', '.join(OBJECTIVES)}")
     if not (max_accuracy_drop >= 0 and math.isfinite(max_accuracy_drop)):
@@ -163,7 +172,12 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
                           "search on a target the agent can run on (local, ssh)")
     req = BuildRequest(target=tgt, profiles=[load_profile(n) for n in names], model=model, data=data, eval=eval,
                        train=train, out=Path(out), force=force)
-    built = build(req, reporter)
+    failed: list[dict[str, str]] = []
+    if runner is None:
+        built = build(req, reporter)
+        sent = sum(not r.cached for r in built)
+    else:
+        built, failed, sent = build_cells(req, runner, progress)
     opts = BenchOptions(targets=[tgt.source_file or tgt.name], profiles=[r.profile for r in built],
                         artifacts=Path(out), results=Path(results), runs=runs, warmup=warmup,
                         command=f"edgeopt build --search --target {tgt.name}", **(connection or {}))
@@ -177,10 +191,31 @@ def run_search(target: str | Any = "local", *, model: str | None = None, data: s
     pareto(rows, energy)
     best = recommendation.recommend(rows, objective, max_accuracy_drop, docs=run.results)
     result = SearchResult(tgt.name, objective, max_accuracy_drop, rows, best, metric, energy, run.run_id)
+    result.build = {"runner": "cells" if runner is not None else "in-process", "sent": sent,
+                    "cached": sum(r.cached for r in built), "failed": failed}
+    for f in failed:
+        result.notes.append(f"not built (its cell failed, the search went on without it): {f['profile']}: "
+                            f"{f['error']}")
     if best is None:
         result.notes.append(f"no candidate on the Pareto front is within {max_accuracy_drop:g} pp of the float "
                             f"model's {metric}")
-    failed = [r["candidate"] for r in rows if not r["bench_valid"]]
-    if failed:
-        result.notes.append(f"not measured (bench failed): {', '.join(failed)}")
+    unmeasured = [r["candidate"] for r in rows if not r["bench_valid"]]
+    if unmeasured:
+        result.notes.append(f"not measured (bench failed): {', '.join(unmeasured)}")
     return result
+
+
+def build_cells(req: BuildRequest, runner: CellRunner,
+                progress: MatrixProgress | None) -> tuple[list[BuildResult], list[dict[str, str]], int]:
+    """The candidates as matrix cells (one per profile, ``<out>/<target>/<profile>``, the plain build's layout
+    and content keys; cached cells are answered before anything is sent). Returns the built ones in the
+    candidates' order, the failed ones with their line, and how many cells were handed out; every candidate
+    failing is an error."""
+    outcomes = run_matrix(single_model_cells(req), progress, runner)
+    built = [o.result for o in outcomes if o.result is not None]
+    failed = [{"profile": o.cell.profile.name, "error": o.error or "failed"} for o in outcomes if o.result is None]
+    if not built:
+        raise ConversionError(f"no search candidate could be built ({len(failed)} failed; "
+                              f"{failed[0]['profile']}: {failed[0]['error']})",
+                              "fix it and rerun; a cell that builds is kept and cached")
+    return built, failed, sum(o.sent for o in outcomes)

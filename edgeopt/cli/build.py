@@ -94,10 +94,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.ray_shared_dir and not args.ray:
         raise ConfigError("--ray-shared-dir needs --ray", "add --ray local or --ray auto, or drop --ray-shared-dir")
-    if args.search and (args.matrix or args.ray):
-        raise ConfigError("--search cannot be combined with --matrix or --ray",
-                          "build the candidates with --matrix/--ray first (the search then finds them cached)")
-    if args.matrix or args.ray:
+    if args.search and args.matrix:
+        raise ConfigError("--search cannot be combined with --matrix (a search is about one model on one target)",
+                          "build the matrix first (the search then finds its cells cached), or use --search "
+                          "--ray local|auto for one model")
+    if args.matrix or (args.ray and not args.search):
         return cmd_matrix(args)
     if args.search:
         if args.drop_non_finite:
@@ -199,7 +200,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     results = [o.result for o in outcomes if o.result is not None]
     failed = [o for o in outcomes if o.error is not None]
     if args.json:
-        print(json.dumps({"results": [{"model": o.cell.model, **o.result.summary()} for o in outcomes if o.result],
+        print(json.dumps({"results": [{"model": o.cell.model, **o.result.summary(), "cell_seconds": round(o.seconds, 3)}
+                                      for o in outcomes if o.result],
                           "failed": [{"cell": o.cell.label, "error": o.error} for o in failed],
                           "sent": sum(o.sent for o in outcomes), "seconds": round(time.perf_counter() - t0, 3)},
                          indent=2))
@@ -280,11 +282,23 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
     from edgeopt.report.search import plot_pareto, write_search_html
 
     profiles = profile_names(getattr(args, "profile", None))
-    result = run_search(args.target or "local", model=args.model, data=args.data, eval=args.eval,
+    target: Any = args.target or "local"
+    runner = progress = None
+    if getattr(args, "ray", None):  # the candidates as Ray tasks, one progress line per cell; the bench stays here
+        from edgeopt.build.ray_cells import ray_runner
+        from edgeopt.build.search import candidate_profiles
+        from edgeopt.config import load_target
+
+        target = load_target(target)
+        profiles = profiles or candidate_profiles(target)
+        runner = ray_runner(args.ray, args.ray_shared_dir)
+        progress = matrix_lines(stderr_console(), len(profiles))
+    result = run_search(target, model=args.model, data=args.data, eval=args.eval,
                         train=getattr(args, "train", None), out=Path(args.out or "artifacts"),
                         results=Path(args.results),
                         profiles=profiles, max_accuracy_drop=args.max_accuracy_drop, objective=args.objective,
-                        runs=args.search_runs, force=args.force, reporter=reporter)
+                        runs=args.search_runs, force=args.force, reporter=reporter, runner=runner,
+                        progress=progress)
     if args.plot:
         plot_pareto(result, Path(args.plot))
     if getattr(args, "html", None):
@@ -299,7 +313,11 @@ def run_from_args(args: argparse.Namespace, reporter: Any = None) -> int:
             print(f"plot: {args.plot}")
         if getattr(args, "html", None):
             print(f"report: {args.html}")
-    return 0 if result.recommended else 1
+    console = stderr_console()
+    for f in result.build.get("failed") or []:
+        console.print(f"edgeopt: error: candidate {f['profile']} failed to build: {f['error']}", markup=False,
+                      style="red", soft_wrap=True)
+    return 0 if result.recommended and not result.build.get("failed") else 1
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -351,8 +369,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = b.add_argument_group("matrix and Ray (docs/scale.md)")
     m.add_argument("--matrix", metavar="FILE", help="build every model x target x profile of a matrix.yaml (or of "
                    "a lab.yaml) into <out>/<model>/<target>/<profile>/; unchanged cells come from the cache")
-    m.add_argument("--ray", choices=["auto", "local"], help="run the cells as Ray tasks: local starts Ray on this "
-                   "machine (all CPUs), auto joins the running cluster (pip install 'edgeopt[ray]')")
+    m.add_argument("--ray", choices=["auto", "local"], help="run the cells (with --search: the candidates' builds) "
+                   "as Ray tasks: local starts Ray on this machine (all CPUs), auto joins the running cluster "
+                   "(pip install 'edgeopt[ray]')")
     m.add_argument("--ray-shared-dir", metavar="DIR", help="with --ray: workers leave each cell's directory here "
                    "(a path every node mounts) instead of returning its bytes")
     add_later(b, _search_arguments)  # the objectives come from edgeopt.build.search (bench, numpy, pydantic)
