@@ -35,6 +35,10 @@ sys.path.insert(0, str(ROOT))
 from edgeopt.paths import cache_root  # noqa: E402
 
 
+# the example's digits for the two other models; training data too, for --profiles with pruned/distilled/qat-int8
+EXAMPLE_DATA = "data: example:calibration, eval: example:eval, train: example:train"
+
+
 def small_models() -> list[Path]:
     """Two small CNNs for the example's 28x28x1 digits (random weights, fixed seeds), made once and cached."""
     out = cache_root() / "bench"
@@ -148,8 +152,8 @@ def main() -> None:
         matrix = tmp / "matrix.yaml"
         matrix.write_text(f"targets: [local]\nprofiles: [{', '.join(profiles)}]\nmodels:\n"
                           f"  - {{name: mnist, path: example}}\n"
-                          f"  - {{name: wide, path: {wide}, data: example:calibration, eval: example:eval}}\n"
-                          f"  - {{name: separable, path: {separable}, data: example:calibration, eval: example:eval}}\n")
+                          f"  - {{name: wide, path: {wide}, {EXAMPLE_DATA}}}\n"
+                          f"  - {{name: separable, path: {separable}, {EXAMPLE_DATA}}}\n")
         cells = 3 * len(profiles)
         load0 = os.getloadavg()[0]
         serials, rays = [], []

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgeopt.cli.args import add_later, positive_int
 from edgeopt.cli.console import RichReporter, stderr_console, stdout_console
 from edgeopt.errors import ConfigError
+from edgeopt.results.reader import quality_worst
 
 if TYPE_CHECKING:
     from edgeopt.build.search import SearchResult
@@ -70,12 +71,8 @@ def _short(v: Any) -> str:
 
 
 def worst_line(quality: dict[str, Any]) -> str:
-    """``class_scores: sqnr_db 3.1 < 20`` - the worst output and figure of a verdict, or ``-``."""
-    worst = quality.get("worst") or {}
-    if not worst or quality.get("verdict") == "ok":
-        return "-" if not worst else f"{worst.get('output')}: {worst.get('figure')} {_short(worst.get('value'))}"
-    return f"{worst.get('output')}: {worst.get('figure')} {_short(worst.get('value'))} " \
-           f"(limit {_short(worst.get('threshold'))})"
+    """``class_scores: sqnr_db 3.1 (limit 20)`` - the worst output and figure of a verdict, or ``-``."""
+    return quality_worst(quality) or "-"
 
 
 def broken_artifacts(results: list[Any]) -> list[str]:
