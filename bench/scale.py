@@ -4,6 +4,9 @@
     local: TFLite + ONNX per cell): `edgeopt build --matrix` wall time on a local Ray (one worker per core) / serial
     (goal <= 0.6 on a 2-core machine)
   - the same matrix again with a warm cache / cold (goal <= 0.05): every cell answered before anything is sent
+  - the results store: 1,000 results written by 4 concurrent writer processes into PostgreSQL (a server started
+    here, as the tests start it: Debian's postgresql) and into SQLite — time ratio, and results lost or doubled
+    (goal 0); ``--store-only`` runs just this (seconds)
 
 Each figure is the wall time of a whole `edgeopt build` process (interpreter, imports, Ray start-up included), with
 fresh output directories for the cold runs. The machine's load average, and the CPU seconds other processes used
@@ -33,7 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgeopt.paths import cache_root  # noqa: E402
-
 
 # the example's digits for the two other models; training data too, for --profiles with pruned/distilled/qat-int8
 EXAMPLE_DATA = "data: example:calibration, eval: example:eval, train: example:train"
@@ -139,14 +141,82 @@ def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
             "exit": wall}
 
 
+STORE_WRITER = """
+import sys, time
+from edgeopt.results.store import open_store
+results, location, name, count, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+with open_store(results, location) as store:
+    while not __import__("os").path.exists(go):
+        time.sleep(0.001)
+    t = time.perf_counter()
+    run = f"run-{name}"
+    store.begin_run({"run_id": run, "created_at": "2026-12-03T00:00:00+00:00", "targets": ["dev"],
+                     "command": "bench/scale.py"})
+    for i in range(count):
+        store.add_result({"schema": 1, "result_id": f"{run}-dev-{i:04d}", "run_id": run, "target": "dev",
+                          "created_at": "2026-12-03T00:00:00+00:00", "profile": "int8", "format": "tflite",
+                          "artifact": {"file": "model.tflite", "sha256": f"{i:064x}", "bytes": 1000 + i},
+                          "valid": True, "error": None, "agent": {"latency_ms": {"p50": 1.0 + i / 1000, "count": 5}}})
+    store.finish_run(run, "2026-12-03T00:00:01+00:00", "complete")
+    print(time.perf_counter() - t)
+"""
+
+
+def store_figures(tmp: Path, writers: int = 4, total: int = 1000) -> list[tuple[str, str, str]]:
+    """``writers`` processes write ``total`` results at once (each its own run) into SQLite and into PostgreSQL (a
+    server started here, as the tests start it): wall time from the go signal to the last writer's finish, and
+    how many results each store then holds (distinct ids) against what was written."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pg import PgServer
+
+    from edgeopt.results.store import open_store
+
+    server = PgServer()
+    figures: dict[str, tuple[float, int, int]] = {}
+    try:
+        server.start()
+        for name, location in (("SQLite", str(tmp / "store-sqlite" / "edgeopt.sqlite")),
+                               ("PostgreSQL", server.new_database())):
+            results = tmp / f"store-{name}"
+            open_store(results, location).close()  # created (and migrated) before the clock starts
+            go = tmp / f"go-{name}"
+            procs = [subprocess.Popen([sys.executable, "-c", STORE_WRITER, str(results), location, f"w{i}",
+                                       str(total // writers), str(go)], stdout=subprocess.PIPE, text=True,
+                                      cwd=ROOT) for i in range(writers)]
+            time.sleep(2.0)  # every writer imported edgeopt and opened the store
+            t = time.perf_counter()
+            go.write_text("go")
+            for proc in procs:
+                proc.wait(timeout=600)
+                if proc.returncode != 0:
+                    raise SystemExit(f"a {name} writer failed ({proc.returncode})")
+            wall = time.perf_counter() - t
+            with open_store(results, location, create=False) as store:
+                docs = store.query(limit=10 * total)
+                figures[name] = (wall, len(docs), len({d["result_id"] for d in docs}))
+    finally:
+        server.cleanup()
+    (sq, sq_n, sq_ids), (pg, pg_n, pg_ids) = figures["SQLite"], figures["PostgreSQL"]
+    lost_doubled = f"SQLite {total - sq_ids} / {sq_n - sq_ids}, PostgreSQL {total - pg_ids} / {pg_n - pg_ids}"
+    return [(f"store: {total} results by {writers} concurrent writers, PostgreSQL / SQLite, wall",
+             f"{pg:.2f} s / {sq:.2f} s = {pg / sq:.3f}", "(one history for many runners)"),
+            ("  results lost / doubled", lost_doubled, "0 / 0")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profiles", default="fp32,fp16,dynamic,int8")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--store-only", action="store_true", help="only the results-store figure (seconds)")
     args = ap.parse_args()
     profiles = args.profiles.split(",")
-    wide, separable = small_models()
     rows: list[tuple[str, str, str]] = []
+    if args.store_only:
+        with tempfile.TemporaryDirectory(prefix="edgeopt-bench-scale-") as tmpdir:
+            rows = store_figures(Path(tmpdir))
+        print_rows(rows)
+        return
+    wide, separable = small_models()
     with tempfile.TemporaryDirectory(prefix="edgeopt-bench-scale-") as tmpdir:
         tmp = Path(tmpdir)
         matrix = tmp / "matrix.yaml"
@@ -194,6 +264,11 @@ def main() -> None:
         rows.append(("load average (1 min) before / after", f"{load0:.2f} / {load1:.2f}", "shared machine"))
         rows.append(("CPU s of other processes during those serial / Ray runs", f"{ph_s['others']:.1f} / "
                      f"{ph_r['others']:.1f}", "0 on a quiet machine"))
+        rows += store_figures(tmp)
+    print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measure':<{width}}  {'measured':<34}  goal")
     for name, value, goal in rows:
