@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.analyze.evaluate import run_onnx, run_tflite
+from edgeopt.analyze.outputs import run_onnx, run_tflite
 from edgeopt.artifacts.files import sha256_file
 from edgeopt.build import BuildRequest, build
 from edgeopt.config import load_profile, load_target

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.analyze.evaluate import run_tflite
+from edgeopt.analyze.outputs import run_tflite
 from edgeopt.build import BuildRequest, build, build_key
 from edgeopt.config import load_profile, load_target
 from edgeopt.errors import ConfigError, ConversionError, DataError, EdgeoptError

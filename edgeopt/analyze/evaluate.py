@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,29 +28,6 @@ def dequantize(y: np.ndarray, quant: dict[str, Any] | None) -> np.ndarray:
     scale = np.asarray(quant["scale"], dtype=np.float32)
     zp = np.asarray(quant["zero_point"], dtype=np.float32)
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
-
-
-def run_artifact(path: Path, fmt: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    """The output of a one-input, one-output artifact for ``x`` (N, ...), float32 and dequantised: a shorthand
-    for :func:`edgeopt.analyze.outputs.run_all` (one sample per call, as the device runs it)."""
-    from edgeopt.analyze.outputs import io_names, run_all
-    from edgeopt.inputs.tensors import TensorSpec
-
-    ins, outs = io_names(path, fmt)
-    if len(ins) != 1 or len(outs) != 1:
-        raise DataError(f"{path.name} has {len(ins)} inputs and {len(outs)} outputs; run_artifact takes one of each",
-                        "use edgeopt.analyze.outputs.run_all with one array per input name")
-    x = np.asarray(x)
-    return run_all(path, fmt, {ins[0]: x}, [TensorSpec(ins[0], (None, *x.shape[1:]), str(x.dtype))],
-                   [TensorSpec(outs[0], (None,), "float32")], threads)[0]
-
-
-def run_tflite(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    return run_artifact(path, "tflite", x, threads)
-
-
-def run_onnx(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    return run_artifact(path, "onnx", x, threads)
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:

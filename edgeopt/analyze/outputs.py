@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeopt.analyze.evaluate import dequantize, quantize
+from edgeopt.errors import DataError
 from edgeopt.inputs.tensors import Feeds, TensorSpec, one_sample, samples_in
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -147,3 +148,23 @@ def io_names(path: Path, fmt: str) -> tuple[list[str], list[str]]:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
+
+
+def run_artifact(path: Path, fmt: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The output of a one-input, one-output artifact for ``x`` (N, ...), float32 and dequantised: a shorthand
+    for :func:`run_all` (one sample per call, as the device runs it)."""
+    ins, outs = io_names(path, fmt)
+    if len(ins) != 1 or len(outs) != 1:
+        raise DataError(f"{path.name} has {len(ins)} inputs and {len(outs)} outputs; run_artifact takes one of each",
+                        "use edgeopt.analyze.outputs.run_all with one array per input name")
+    x = np.asarray(x)
+    return run_all(path, fmt, {ins[0]: x}, [TensorSpec(ins[0], (None, *x.shape[1:]), str(x.dtype))],
+                   [TensorSpec(outs[0], (None,), "float32")], threads)[0]
+
+
+def run_tflite(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    return run_artifact(path, "tflite", x, threads)
+
+
+def run_onnx(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    return run_artifact(path, "onnx", x, threads)

@@ -1,4 +1,7 @@
-"""``edgeopt build`` (and ``--search``, ``--matrix``/``--ray``), ``edgeopt targets``, ``edgeopt profiles``."""
+"""``edgeopt build`` (and ``--search``, ``--matrix``/``--ray``), ``edgeopt targets``, ``edgeopt profiles``.
+
+Cohesive: one command's three modes (a build, a matrix of cells, a search) share their arguments, their checks
+and their tables; the work itself lives in ``edgeopt.build``."""
 
 from __future__ import annotations
 

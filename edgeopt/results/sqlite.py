@@ -12,6 +12,8 @@ Tables (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`):
 
 The statements of the public methods are plain SQL both SQLite and PostgreSQL run (``?`` placeholders,
 ``ON CONFLICT``, ``RETURNING``); ``edgeopt.results.postgres.PostgresStore`` reuses them over its own connection.
+Cohesive: one backend's whole store interface (schema, writes, reads, the writer's lock on unfinished runs), whose
+SQL the PostgreSQL store inherits; split, the two backends would drift apart.
 Thread-safe: one connection guarded by a lock (bench writes from one worker thread per device).
 
 A run's writer holds a lock while the run is unfinished: here an ``flock`` on ``results/<run_id>/.writer.lock``
