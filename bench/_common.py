@@ -1,4 +1,4 @@
-"""Helpers the device benchmarks share (bench/transfer.py, bench/ci.py)."""
+"""Helpers the benchmarks share (bench/transfer.py, bench/ci.py, bench/scale.py, bench/build.py)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def example_artifacts(profiles: list[str]) -> Path:
         subprocess.run([sys.executable, "-m", "edgeopt.cli", "build", "--target", "local", "--profile",
                         ",".join(profiles), "--out", str(out), "--json"], check=True, stdout=subprocess.DEVNULL)
     return out
+
+
+def print_rows(rows: list[tuple[str, str, str]], value_width: int = 34) -> None:
+    """The figures as a table: measure, measured, goal."""
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'measured':<{value_width}}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {goal}")

@@ -26,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import print_rows  # noqa: E402
+
 from edgeopt.bench.zipapp import build_zipapp  # noqa: E402
 from edgeopt.build import BuildRequest, build  # noqa: E402
 from edgeopt.config import load_profile, load_target  # noqa: E402
@@ -120,10 +122,7 @@ def main() -> None:
             rows.append(("MobileNetV2 fp32+int8 build (both formats)", f"{conv_s:.1f} s", ""))
         shutil.rmtree(tmp / "cli", ignore_errors=True)
 
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'measured':<40}  goal")
-    for name, value, goal in rows:
-        print(f"{name:<{width}}  {value:<40}  {goal}")
+    print_rows(rows, value_width=40)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import cpu_busy_seconds, print_rows  # noqa: E402
+
 from edgeopt.paths import cache_root  # noqa: E402
 
 # the example's digits for the two other models; training data too, for --profiles with pruned/distilled/qat-int8
@@ -90,13 +92,6 @@ def tree_cpu(root: int, seen: dict[int, float]) -> None:
         todo.extend(children.get(pid, []))
 
 
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent busy since boot (every process, all cores: /proc/stat)."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
-
-
 def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[str, float]]:
     """Wall seconds, the --json document, the CPU seconds of the whole process tree (sampled every 0.2 s) and the
     run's phases from its progress lines on stderr (seconds since the launch; ``others``: the CPU seconds the rest
@@ -104,7 +99,7 @@ def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[st
     cmd = [str(ROOT / ".venv" / "bin" / "edgeopt"), "build", "--matrix", str(matrix), "--out", str(out), "--json"]
     if ray:
         cmd += ["--ray", "local"]
-    busy0 = busy_cpu()
+    busy0 = cpu_busy_seconds()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
@@ -127,7 +122,7 @@ def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[st
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {chr(10).join(x for _, x in lines)[-2000:]}")
     cpu = sum(seen.values())
-    return seconds, json.loads(stdout), cpu, {**phases(lines, seconds), "others": busy_cpu() - busy0 - cpu}
+    return seconds, json.loads(stdout), cpu, {**phases(lines, seconds), "others": cpu_busy_seconds() - busy0 - cpu}
 
 
 def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
@@ -266,13 +261,6 @@ def main() -> None:
                      f"{ph_r['others']:.1f}", "0 on a quiet machine"))
         rows += store_figures(tmp)
     print_rows(rows)
-
-
-def print_rows(rows: list[tuple[str, str, str]]) -> None:
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'measured':<34}  goal")
-    for name, value, goal in rows:
-        print(f"{name:<{width}}  {value:<34}  {goal}")
 
 
 if __name__ == "__main__":
