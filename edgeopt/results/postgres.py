@@ -63,7 +63,7 @@ class PostgresStore(Store):
         self.json_dir = Path(json_dir)
         self._lock = threading.Lock()
         self._in_tx = False
-        self._held: dict[str, Any] = {}
+        self._held: dict[str, int] = {}  # run_id -> 1: this session holds the run's advisory lock (no fd here)
         if create:
             check_writable_dir(self.json_dir)
         try:
@@ -198,9 +198,9 @@ class PostgresStore(Store):
     def _hold(self, run_id: str) -> None:
         with self._lock:
             self._run(f"SELECT pg_advisory_lock({WRITER_KEY})", (run_id,))
-            self._held[run_id] = True
+            self._held[run_id] = 1
 
-    def _release(self, run_id: str) -> None:
+    def _release(self, run_id: str) -> None:  # no lock file to remove here
         self._release_quietly(run_id)
 
     def _release_quietly(self, run_id: str) -> None:

@@ -135,7 +135,7 @@ class Store:
                 raise store_error(self.path, exc, opening=True) from exc
             raise
         self._lock = threading.Lock()
-        self._held: dict[str, Any] = {}  # run_id -> the writer's lock (fd here, True in PostgreSQL)
+        self._held: dict[str, int] = {}  # run_id -> the file descriptor holding the writer's lock
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         """The connection; a store on a read-only file system (an archive) is opened read-only and immutable,
@@ -240,13 +240,13 @@ class Store:
         self._held[run_id] = fd
 
     def _release(self, run_id: str) -> None:
-        fd = self._held.pop(run_id, None)
-        if isinstance(fd, int):
+        """The run is finished: remove its lock file, then drop the lock."""
+        if run_id in self._held:
             try:
                 self._writer_lock(run_id).unlink()
             except OSError:
                 pass
-            os.close(fd)
+        self._release_quietly(run_id)
 
     def writer_gone(self, run_id: str) -> bool:
         """The unfinished run's writer has ended without finishing it (its lock is free). False while it runs,
@@ -413,7 +413,7 @@ class Store:
     def _release_quietly(self, run_id: str) -> None:
         """Drop the writer's lock of a run left unfinished, keeping its lock file (the run is abandoned)."""
         fd = self._held.pop(run_id, None)
-        if isinstance(fd, int):
+        if fd is not None:
             os.close(fd)
 
     def __enter__(self) -> Store:
