@@ -62,7 +62,7 @@ def head(feeds: Mapping[str, np.ndarray], n: int) -> Feeds:
 
 
 def checked_feeds(calibration: Mapping[str, np.ndarray] | np.ndarray, specs: list[TensorSpec],
-                      label: str) -> Feeds:
+                  label: str) -> Feeds:
     """Calibration data checked against the model's inputs at a converter's door: every input present, ranks and
     fixed dims fit, dtypes castable (float64 -> float32, int32 -> int64), cast. A bare array is accepted for a
     one-input model. (The build checked its data already, inputs/data.check_against_model; a converter called

@@ -181,22 +181,26 @@ def quality_worst(quality: Any) -> str | None:
     return line
 
 
+def _parity_blocks(doc: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The device-vs-host comparison of every output (``agent.parity.outputs[].artifact``; a document from before
+    per-output parity has only ``agent.parity.artifact``)."""
+    rows = get(doc, "agent", "parity", "outputs")
+    if isinstance(rows, list):
+        return [mapping(r, "artifact") for r in rows]
+    return [mapping(doc, "agent", "parity", "artifact")]
+
+
 def parity_sqnr(doc: dict[str, Any] | None) -> float | None:
     """The lowest SQNR (dB) of the device's outputs against the host's run of the same artifact, over every
     output (``None`` when all are identical or none was compared): where top-1 agreement says nothing (a
     detector's boxes, a segmentation map), this does."""
-    rows = get(doc, "agent", "parity", "outputs")
-    values = [figure(r, "artifact", "sqnr_db") for r in rows] if isinstance(rows, list) else \
-        [figure(doc, "agent", "parity", "artifact", "sqnr_db")]
-    finite = [v for v in values if v is not None]
+    finite = [v for v in (figure(b, "sqnr_db") for b in _parity_blocks(doc)) if v is not None]
     return min(finite) if finite else None
 
 
 def parity_exact(doc: dict[str, Any] | None) -> bool:
     """Every output the device computed equals the host's run of the artifact, value for value."""
-    rows = get(doc, "agent", "parity", "outputs")
-    blocks = [mapping(r, "artifact") for r in rows] if isinstance(rows, list) else \
-        [mapping(doc, "agent", "parity", "artifact")]
+    blocks = _parity_blocks(doc)
     return bool(blocks) and all(b and figure(b, "max_abs_diff") == 0.0 for b in blocks)
 
 
