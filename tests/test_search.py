@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from test_compress import PROFILES, build_compression
 
-from edgeopt.build.search import SearchResult, pareto, recommend, run_search
+from edgeopt.build.recommend import recommend
+from edgeopt.build.search import SearchResult, pareto, run_search
 from edgeopt.errors import ConfigError
 from edgeopt.report.search import plot_pareto
 

@@ -11,7 +11,7 @@
    p50 latency, energy; the Pareto front over (accuracy up, latency down, bytes down, gzip bytes down, energy down
    when every row has it: raw bytes are what flash/RAM hold, gzip bytes what a download or OTA update costs — where
    pruning pays); the recommendation = among rows on the front within ``--max-accuracy-drop``, the best by
-   ``--objective`` (ties: higher accuracy, then smaller).
+   ``--objective`` — :func:`edgeopt.build.recommend.recommend` (latency ties decided by the CI gate's test).
 
 Without labels in the eval data the "accuracy" is top-1 agreement with the float model (the drop is then the
 disagreement, in pp); the table says which.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from edgeopt.bench import BenchOptions, bench
 from edgeopt.build import recommend as recommendation
@@ -36,8 +36,6 @@ from edgeopt.results.reader import energy_per_inference
 
 COMPRESSION_PROFILES = ["pruned-int8", "distilled-int8", "qat-int8"]
 OBJECTIVES = ("latency", "size", "download", "energy", "accuracy")
-OBJECTIVE_KEY = {"latency": "latency_p50_ms", "size": "bytes", "download": "bytes_gzip",
-                  "energy": "energy_per_inference_j"}
 
 
 @dataclass
@@ -128,24 +126,6 @@ def pareto(rows: list[dict[str, Any]], use_energy: bool) -> None:
             r["pareto"] = False
             continue
         r["pareto"] = not any(q is not None and q != p and all(a <= b for a, b in zip(q, p)) for q in pts)
-
-
-def recommend(rows: list[dict[str, Any]], objective: str, max_drop: float) -> dict[str, Any] | None:
-    ok = [r for r in rows if r["pareto"] and r["accuracy_drop_pp"] is not None and r["accuracy_drop_pp"] <= max_drop]
-    for r in rows:
-        r["within_budget"] = r["accuracy_drop_pp"] is not None and r["accuracy_drop_pp"] <= max_drop
-    if not ok:
-        return None
-    key: Callable[[dict[str, Any]], tuple[Any, ...]]
-    if objective == "accuracy":
-        key = lambda r: (-r["accuracy"], r["latency_p50_ms"], r["bytes"])  # noqa: E731
-    else:
-        k = OBJECTIVE_KEY[objective]
-        key = lambda r: (r[k], -r["accuracy"], r["bytes"], r["latency_p50_ms"])  # noqa: E731
-    best = min(ok, key=key)
-    return {"candidate": best["candidate"], "profile": best.get("profile"), "format": best.get("format"),
-            "why": f"on the Pareto front, accuracy drop {best['accuracy_drop_pp']:.2f} pp <= {max_drop:g} pp, "
-                   f"best {objective}"}
 
 
 def run_search(target: str | Any = "local", *, model: str | None = None, data: str | None = None,
