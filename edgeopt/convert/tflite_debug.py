@@ -27,8 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -80,8 +78,8 @@ def layer_errors(src: SourceModel, opts: TFLiteOptions, calibration: Feeds | np.
     tf = quiet_tensorflow()
     feeds = calibration_feeds(src, calibration)
     quant_opts = opts.model_copy(update={"optimizations": ["default"], "representative_dataset": True})
-    with tempfile.TemporaryDirectory(prefix="edgeopt-tflite-debug-") as tmp, native_stderr_silenced():
-        converter = make_converter(src, quant_opts, Path(tmp), calibration=feeds, calibration_samples=samples,
+    with native_stderr_silenced():
+        converter = make_converter(src, quant_opts, calibration=feeds, calibration_samples=samples,
                                    static_batch=static_batch, io_types=False)
         try:
             denylist = tf.lite.experimental.QuantizationDebugOptions(

@@ -36,6 +36,9 @@ class SourceModel:
     params: int | None = None
     _handle: Any = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)  # ONNX Runtime session of an ONNX source
+    # files derived from this source once per process and shared by its profiles (the SavedModel the TFLite
+    # converter reads: convert/tflite.py), removed with it
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def input_name(self) -> str:
