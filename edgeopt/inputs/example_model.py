@@ -28,7 +28,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -88,26 +88,14 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_DIR.parent), *filter(None, [env.get("PYTHONPATH")])])
     cmd = [sys.executable, "-m", "edgeopt.inputs.example_model", str(path), "--seed", str(seed)]
-    seconds = float("nan")
     with tempfile.TemporaryFile() as err:
         debug = bool(os.environ.get("EDGEOPT_DEBUG"))  # then the child's stderr is ours, unfiltered
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if debug else err,
                                 stdin=subprocess.DEVNULL, env=env, text=True)
         warm = _start(meanwhile)
-        held: list[str] = []
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                if line.startswith(DONE):
-                    seconds = float(line[len(DONE):].split()[0])
-                    line = f"example model {line}"
-                held.append(line)
-                if warm is None or not warm.is_alive():
-                    for line in filter(None, held):
-                        if progress:
-                            progress(line)
-                    held.clear()
+            seconds = relay(proc.stdout, warm, progress or (lambda line: None))
             code = proc.wait()
         finally:
             if proc.poll() is None:  # interrupted while reading: do not leave the trainer running
@@ -115,9 +103,6 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
                 proc.wait()
             if warm is not None:
                 warm.join()
-        for line in filter(None, held):
-            if progress:
-                progress(line)
         if code != 0:
             err.seek(0)
             lines = [x for x in err.read().decode(errors="replace").splitlines() if x.strip()]
@@ -126,6 +111,29 @@ def train_example_file(path: Path, seed: int = SEED, progress: Callable[[str], N
                              "run again with EDGEOPT_DEBUG=1 to see the trainer's output, or pass your own model")
     if not (path.is_file() and zipfile.is_zipfile(path)):
         raise ModelError(f"the example trainer exited without writing {path}", "run the build again")
+    return seconds
+
+
+def relay(lines: Iterable[str], warm: threading.Thread | None, progress: Callable[[str], None]) -> float:
+    """Pass the trainer's lines to ``progress`` (its last one as "example model trained in <s> s"), holding them
+    while ``warm`` runs (it may have fd 2 silenced) and letting them out, in order, once it has finished; returns
+    the training seconds the trainer reported (NaN when it did not)."""
+    seconds = float("nan")
+    held: list[str] = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if line.startswith(DONE):
+            seconds = float(line[len(DONE):].split()[0])
+            line = f"example model {line}"
+        held.append(line)
+        if warm is None or not warm.is_alive():
+            for x in filter(None, held):
+                progress(x)
+            held.clear()
+    if warm is not None:
+        warm.join()
+    for x in filter(None, held):
+        progress(x)
     return seconds
 
 
