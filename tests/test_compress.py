@@ -198,6 +198,31 @@ def test_pruning_is_deterministic_for_a_seed(example_model) -> None:
     assert not all(np.array_equal(x, y) for x, y in zip(wa, wc))
 
 
+def test_a_separable_convs_pointwise_kernel_is_pruned_and_its_depthwise_kernel_kept() -> None:
+    """Xception-style models hold their weights in SeparableConv2D layers: their pointwise kernels are pruned
+    (TF-MOT's choice), the depthwise ones stay dense; before, such a model had "no kernel to prune"."""
+    from edgeopt.convert.prune import prune_model
+    from edgeopt.inputs.data import example_split
+    from edgeopt.tf_env import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 3, activation="relu")(inp)
+    x = keras.layers.SeparableConv2D(64, 3, activation="relu", name="sep")(x)  # pointwise 16 x 64 = 1,024 weights
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    teacher = keras.Model(inp, keras.layers.Dense(10)(x))
+    opts = load_profile("pruned-int8").prune.model_copy(update={"epochs": 1, "max_samples": 256, "batch_size": 64})
+    model, facts = prune_model(teacher, example_split("train"), opts, seed=0, note=lambda m: None)
+    sep = model.get_layer("sep")
+    pointwise, depthwise = np.asarray(sep.pointwise_kernel.numpy()), np.asarray(sep.depthwise_kernel.numpy())
+    assert np.mean(pointwise == 0) == pytest.approx(opts.sparsity, abs=0.01)
+    assert np.mean(depthwise == 0) == 0.0
+    assert list(facts["sparsity"]["layers"]) == ["sep"]  # the 3x3x1x16 conv and the 64x10 dense are too small
+
+
 # -- bad settings ---------------------------------------------------------------------------------------------
 def _profile_file(tmp_path: Path, text: str) -> str:
     f = tmp_path / "p.yaml"

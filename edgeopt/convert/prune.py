@@ -35,8 +35,12 @@ from edgeopt.convert.training import (
 )
 from edgeopt.inputs.data import Dataset
 
-KINDS = {"Conv1D": "conv", "Conv2D": "conv", "Conv3D": "conv", "Conv2DTranspose": "conv",
-         "DepthwiseConv2D": "depthwise", "Dense": "dense"}
+# layer class -> (kind, its pruned kernel); a separable conv's pointwise kernel holds nearly all its weights and is
+# the one pruned (as TF-MOT's prune registry does), its depthwise kernel stays dense
+KINDS = {"Conv1D": ("conv", "kernel"), "Conv2D": ("conv", "kernel"), "Conv3D": ("conv", "kernel"),
+         "Conv2DTranspose": ("conv", "kernel"), "SeparableConv1D": ("conv", "pointwise_kernel"),
+         "SeparableConv2D": ("conv", "pointwise_kernel"), "DepthwiseConv2D": ("depthwise", "depthwise_kernel"),
+         "Dense": ("dense", "kernel")}
 
 
 def schedule(step: int, total: int, opts: PruneOptions) -> float:
@@ -52,10 +56,10 @@ def prunable(model: Any, opts: PruneOptions) -> list[tuple[Any, Any]]:
     """(layer, kernel variable) pairs pruned by these options."""
     out = []
     for layer in model.layers:
-        kind = KINDS.get(type(layer).__name__)
+        kind, attr = KINDS.get(type(layer).__name__, (None, ""))
         if kind is None or kind not in opts.layers:
             continue
-        kernel = getattr(layer, "depthwise_kernel", None) if kind == "depthwise" else getattr(layer, "kernel", None)
+        kernel = getattr(layer, attr, None)
         if kernel is None or int(np.prod(kernel.shape)) < max(opts.min_weights, 2):
             continue
         out.append((layer, kernel))
