@@ -293,3 +293,82 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(tmp_path: Path, example
                     env={**env, "EDGEOPT_DEBUG": "1"})
     assert proc.returncode not in (0, 2, 70) and "Traceback (most recent call last)" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _dead_branch_model(path: Path, *, live: bool, constant_second_output: bool = False) -> Path:
+    """A 28x28x1 model with a dead hidden layer (zero kernel, bias -1, ReLU: never fires); with ``live`` its output
+    also has a live path, so only the layer is dead; without, every output is the same for any input."""
+    from edgeopt.tf_env import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten()(inp)
+    dead = keras.layers.Dense(32, activation="relu", kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant(-1.0), name="dead")(x)
+    out = keras.layers.Dense(10, name="after_dead")(dead)
+    if live:
+        out = keras.layers.Add(name="logits")([keras.layers.Dense(10, name="live")(x), out])
+    outputs = [out]
+    if constant_second_output:  # e.g. a detector's anchor grid: the same for every input
+        outputs.append(keras.layers.Dense(4, kernel_initializer="zeros", bias_initializer="ones", name="anchors")(x))
+    keras.Model(inp, outputs).save(path)
+    return path
+
+
+def test_a_dead_model_is_refused_before_anything_is_built(capsys, tmp_path: Path) -> None:
+    """Every output the same for all eval samples: its artifacts would copy it exactly and be judged ok (they were:
+    fp32 and int8 'ok', accuracy 0.104)."""
+    model = _dead_branch_model(tmp_path / "dead.keras", live=False)
+    out = tmp_path / "out"
+    code, line = run_cli(capsys, "build", str(model), "-p", "fp32,int8", "--data", "example:calibration",
+                         "--eval", "example:eval", "--out", str(out))
+    _one_line(line)
+    assert code != 0 and "every output of the model (after_dead) is the same for all 1000 eval samples" in line
+    assert "it is dead" in line and "should change with the input" in line
+    assert not any(out.rglob("manifest.json")) and not any(out.rglob("model.*"))
+    same = tmp_path / "same.npz"
+    np.savez(same, x=np.full((20, 28, 28, 1), 0.5, np.float32))
+    live = _dead_branch_model(tmp_path / "live.keras", live=True)
+    code, line = run_cli(capsys, "build", str(live), "-p", "fp32", "--eval", str(same), "--out", str(out))
+    assert code == 2 and "the 20 eval samples are all the same input" in line and "samples that differ" in line
+
+
+def test_one_constant_output_among_varying_ones_builds(tmp_path: Path) -> None:
+    model = _dead_branch_model(tmp_path / "m.keras", live=True, constant_second_output=True)
+    req = BuildRequest(target=load_target("local"), profiles=[load_profile("fp32")], model=str(model),
+                       eval="example:eval", out=tmp_path / "out")
+    [result] = build(req)
+    assert result.manifest["verdict"] == "ok"
+    assert all(len(a["quality"]["outputs"]) == 2 for a in result.manifest["artifacts"])
+
+
+def test_a_dead_layer_is_named_when_the_runtime_refuses_an_artifact(tmp_path: Path) -> None:
+    """XNNPACK refuses to prepare ops reading an activation whose int8 range was empty in calibration (seen: a
+    collapsed distilled student, "failed to prepare" and nothing else); the error now names the dead layer."""
+    from edgeopt.analyze.tflite import empty_range_tensors
+    from edgeopt.build.judge import _refused
+    from edgeopt.convert.tflite import convert_tflite
+    from edgeopt.inputs.data import example_split
+    from edgeopt.inputs.model import open_model
+
+    src = open_model(str(_dead_branch_model(tmp_path / "m.keras", live=True))).load()
+    art = tmp_path / "model.tflite"
+    profile = load_profile("int8")
+    convert_tflite(src, profile.tflite, art, calibration=example_split("calibration").x, calibration_samples=64,
+                   static_batch=True)
+    dead = empty_range_tensors(art.read_bytes())
+    # the dead layer first, then what it feeds (zero bias: zero too); never the live path
+    assert [d["op"] for d in dead[:2]] == ["FULLY_CONNECTED"] * 2 and all(d["range"] < 1e-5 for d in dead)
+    assert "/dead" in dead[0]["name"] and "/after_dead" in dead[1]["name"]
+    assert not any("/live" in d["name"] for d in dead)
+    line = _refused(art, "tflite", RuntimeError("Node number 13 (TfLiteXNNPackDelegate) failed to prepare.")
+                    ).one_line()
+    assert line.startswith("model.tflite does not run in litert: Node number 13") and "3 quantised activation(s)" in line
+    assert "never varied over the calibration data" in line and "dead" in line.split("first ")[1]
+    healthy = tmp_path / "healthy.tflite"
+    convert_tflite(open_model(str(_dead_branch_model(tmp_path / "h.keras", live=True))).load(), load_profile(
+        "fp32").tflite, healthy, calibration=None, calibration_samples=0, static_batch=True)
+    assert empty_range_tensors(healthy.read_bytes()) == []  # float: nothing quantised

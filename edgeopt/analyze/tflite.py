@@ -65,3 +65,23 @@ def inspect(model: bytes | str) -> dict[str, Any]:
         "ops": dict(sorted(Counter(op["op_name"] for op in ops).items())),
         "params": params,
     }
+
+
+def empty_range_tensors(model: bytes | str, below: float = 1e-5) -> list[dict[str, Any]]:
+    """Op outputs quantised to a float range narrower than ``below`` (scale x the integer span): their calibration
+    saw one value (a ReLU that never fired); the converter nudges such a range to about 2e-6, and XNNPACK refuses
+    the ops that read it. Graph order; ``name`` is the tensor's first name (LiteRT joins fused ones with ';')."""
+    _, ops, tensors = graph(model)
+    out = []
+    for op in ops:
+        for i in op["outputs"]:
+            t = tensors.get(i)
+            if t is None or np.dtype(t["dtype"]).kind not in "iu" or np.dtype(t["dtype"]).itemsize > 2:
+                continue
+            scales = np.asarray((t.get("quantization_parameters") or {}).get("scales", []), dtype=np.float64)
+            if not scales.size:
+                continue
+            span = float(scales.max()) * (2 ** (8 * np.dtype(t["dtype"]).itemsize) - 1)
+            if span < below:
+                out.append({"name": str(t["name"]).split(";")[0], "op": op["op_name"], "range": span})
+    return out

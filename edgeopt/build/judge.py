@@ -12,7 +12,7 @@ import numpy as np
 from edgeopt.build.onnx_view import OnnxView
 from edgeopt.build.reference import Reference, add_artifact, add_artifact_tf
 from edgeopt.config import Profile
-from edgeopt.errors import ConversionError, EdgeoptError
+from edgeopt.errors import ConversionError, DataError, EdgeoptError, ModelError
 from edgeopt.inputs.data import Dataset
 from edgeopt.inputs.model import SourceModel
 from edgeopt.inputs.tensors import Feeds
@@ -56,6 +56,22 @@ def run_in_source_terms(path: Path, fmt: str, src: SourceModel, feeds: Feeds, vi
     return run_all(path, fmt, feeds, src.inputs, src.outputs)
 
 
+def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray], inputs_from: str) -> None:
+    """Refuse a dead source: every output the same for all the judged samples (an untrained or collapsed model).
+    Its artifacts would match it exactly and be judged ``ok``: a faithful copy of a model that predicts nothing.
+    One constant output among varying ones is fine (a detector's anchor grid)."""
+    n = int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 0
+    if n < 2 or any(np.ptp(np.asarray(o, dtype=np.float64), axis=0).any() for o in outputs):
+        return
+    names = ", ".join(t.name for t in src.outputs[:3]) + (" ..." if len(src.outputs) > 3 else "")
+    if not any(np.ptp(np.asarray(v, dtype=np.float64), axis=0).any() for v in feeds.values()):
+        raise DataError(f"the {n} {inputs_from} samples are all the same input, so the model's outputs cannot vary",
+                        "pass --eval (or --data) samples that differ")
+    raise ModelError(f"every output of the model ({names}) is the same for all {n} {inputs_from} samples: it is dead "
+                     f"(untrained, or collapsed in training) and its artifacts could only copy that",
+                     "check the model file: its float outputs should change with the input")
+
+
 def make_judge(src: SourceModel, evalset: Dataset | None, float_eval: list[np.ndarray] | None,
                ref: Reference, view: OnnxView | None = None) -> Judge:
     if evalset is not None and float_eval is not None:
@@ -90,14 +106,35 @@ def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profil
     except EdgeoptError:
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
-        raise ConversionError(f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
-                              ) from exc
+        raise _refused(path, fmt, exc) from exc
     from edgeopt.analyze.sparsity import compression_facts
 
     min_weights = profile.prune.min_weights if profile.prune is not None else 0
     return {"file": path.name, "format": fmt, "runtime": RUNTIME_FOR[fmt], "sha256": _sha256(path),
             "bytes": path.stat().st_size, **info, "metrics": metrics, "quality": quality,
             **compression_facts(path, fmt, min_weights)}
+
+
+def _refused(path: Path, fmt: str, exc: Exception) -> ConversionError:
+    """The runtime's refusal, and its likely cause when the .tflite shows one: activations whose int8 range was empty
+    in calibration (a layer whose output never varied: XNNPACK then cannot prepare the ops that read it)."""
+    line = f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"
+    if fmt == "tflite":
+        from edgeopt.analyze.tflite import empty_range_tensors
+
+        try:
+            dead = empty_range_tensors(path.read_bytes())
+        except Exception:  # noqa: BLE001 - only a better message was at stake
+            dead = []
+        if dead:
+            first = dead[0]
+            return ConversionError(
+                f"{line} — {len(dead)} quantised activation(s) never varied over the calibration data, first "
+                f"{first['name']} ({first['op']} output, range {first['range']:.1g}): a dead layer, the model "
+                "collapsed",
+                "check that the model (for pruned/distilled/qat profiles: the re-trained one) gives outputs that "
+                "change with the input; build -p fp32 to look at the float model")
+    return ConversionError(line)
 
 
 def worst_verdict(artifacts: list[dict[str, Any]]) -> str | None:

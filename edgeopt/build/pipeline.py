@@ -21,7 +21,7 @@ import numpy as np
 from edgeopt import __version__
 from edgeopt.artifacts.files import atomic_write_bytes, sha256_bytes, sha256_file, sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
-from edgeopt.build.judge import describe_artifact, make_judge, worst_verdict
+from edgeopt.build.judge import check_outputs_vary, describe_artifact, make_judge, worst_verdict
 from edgeopt.build.onnx_view import OnnxView, onnx2tf_facts, onnx2tf_unavailable, onnx_view
 from edgeopt.build.reference import make_reference, npz_bytes
 from edgeopt.build.reporter import Reporter
@@ -230,6 +230,11 @@ class Pipeline:
             self.rep.done(profile.name, name, dt)
             return value
 
+        float_eval = self._float_outputs(src, evalset) if evalset else None
+        if float_eval is not None and evalset is not None:
+            check_outputs_vary(src, evalset.feeds, float_eval, "eval")
+        else:
+            check_outputs_vary(src, ref.feeds, ref.y_float, ref.inputs_from)
         with staged_directory(final) as stage, tempfile.TemporaryDirectory(prefix="edgeopt-build-") as tmpdir:
             tmp = Path(tmpdir)
             transform = None
@@ -241,7 +246,7 @@ class Pipeline:
                 src, transform = timed(profile.transforms[0], lambda: run_transform(
                     teacher, profile, train, evalset, stage, self.rep.note))
             view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
-            judge = make_judge(teacher, evalset, self._float_outputs(teacher, evalset) if evalset else None, ref, view)
+            judge = make_judge(teacher, evalset, float_eval, ref, view)
             ctx = StepContext(target.static_batch, calib_feeds, n_cal, tmp, timed, self.rep.note, judge,
                               str(teacher.path))
             for fmt in fmts:
