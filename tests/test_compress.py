@@ -306,3 +306,29 @@ def test_missing_student_file_and_bad_training_data(example_model, tmp_path: Pat
         build(BuildRequest(target=load_target("local"), profiles=[load_profile("qat-int8")], train=str(bad),
                            out=tmp_path))
     assert "training data" in e.value.one_line() and "(8, 8, 1)" in e.value.one_line()
+
+
+def test_a_re_trained_model_that_collapsed_is_refused_before_conversion(example_model, tmp_path: Path) -> None:
+    """A student whose hidden layer never fires (zero kernel, bias -1, ReLU: no gradient reaches it) can only learn
+    its last bias: every output is the same for any input. Seen with a random-weight teacher's student, which got
+    as far as XNNPACK's "failed to prepare"; the build now stops after training, naming the profile."""
+    from edgeopt.errors import ModelError
+    from edgeopt.tf_env import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+
+    inp = keras.Input((28, 28, 1), name="image")
+    x = keras.layers.Flatten()(inp)
+    x = keras.layers.Dense(32, activation="relu", kernel_initializer="zeros",
+                           bias_initializer=keras.initializers.Constant(-1.0))(x)
+    student = tmp_path / "dead-student.keras"
+    keras.Model(inp, keras.layers.Dense(10, name="logits")(x)).save(student)
+    prof = _profile_file(tmp_path, f"distill: {{student: {student}, epochs: 1}}\n")
+    out = tmp_path / "out"
+    with pytest.raises(ModelError) as e:
+        build(BuildRequest(target=load_target("local"), profiles=[load_profile(prof)], out=out))
+    line = e.value.one_line()
+    assert line.startswith("p: every output of the re-trained model (logits) is the same for all 1000 eval samples")
+    assert "training collapsed it" in line and "learning_rate" in line
+    assert not (out / "local" / "p").exists()  # nothing left where an artifact would be

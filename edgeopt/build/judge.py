@@ -56,10 +56,12 @@ def run_in_source_terms(path: Path, fmt: str, src: SourceModel, feeds: Feeds, vi
     return run_all(path, fmt, feeds, src.inputs, src.outputs)
 
 
-def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray], inputs_from: str) -> None:
+def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray], inputs_from: str,
+                       retrained: str | None = None) -> None:
     """Refuse a dead source: every output the same for all the judged samples (an untrained or collapsed model).
     Its artifacts would match it exactly and be judged ``ok``: a faithful copy of a model that predicts nothing.
-    One constant output among varying ones is fine (a detector's anchor grid)."""
+    One constant output among varying ones is fine (a detector's anchor grid). ``retrained``: the profile whose
+    training made ``src`` (pruned, distilled, QAT model), checked before it is converted."""
     n = int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 0
     if n < 2 or any(np.ptp(np.asarray(o, dtype=np.float64), axis=0).any() for o in outputs):
         return
@@ -67,6 +69,11 @@ def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray]
     if not any(np.ptp(np.asarray(v, dtype=np.float64), axis=0).any() for v in feeds.values()):
         raise DataError(f"the {n} {inputs_from} samples are all the same input, so the model's outputs cannot vary",
                         "pass --eval (or --data) samples that differ")
+    if retrained:
+        raise ModelError(f"{retrained}: every output of the re-trained model ({names}) is the same for all {n} "
+                         f"{inputs_from} samples: its training collapsed it",
+                         "check that the source model is trained (its accuracy), or lower the profile's "
+                         "learning_rate / raise its epochs")
     raise ModelError(f"every output of the model ({names}) is the same for all {n} {inputs_from} samples: it is dead "
                      f"(untrained, or collapsed in training) and its artifacts could only copy that",
                      "check the model file: its float outputs should change with the input")

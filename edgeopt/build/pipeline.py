@@ -245,6 +245,8 @@ class Pipeline:
                 assert train is not None
                 src, transform = timed(profile.transforms[0], lambda: run_transform(
                     teacher, profile, train, evalset, stage, self.rep.note))
+                feeds, inputs_from = (evalset.feeds, "eval") if evalset is not None else (ref.feeds, ref.inputs_from)
+                check_outputs_vary(src, feeds, src.predict_all(feeds), inputs_from, retrained=profile.name)
             view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
             judge = make_judge(teacher, evalset, float_eval, ref, view)
             ctx = StepContext(target.static_batch, calib_feeds, n_cal, tmp, timed, self.rep.note, judge,
