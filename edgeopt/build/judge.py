@@ -62,11 +62,15 @@ def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray]
     Its artifacts would match it exactly and be judged ``ok``: a faithful copy of a model that predicts nothing.
     One constant output among varying ones is fine (a detector's anchor grid). ``retrained``: the profile whose
     training made ``src`` (pruned, distilled, QAT model), checked before it is converted."""
+    def varies(a: np.ndarray) -> bool:  # any sample unlike the first (NaN counts as varying); no float64 copy
+        a = np.asarray(a)
+        return a.ndim > 0 and bool((a != a[:1]).any())
+
     n = int(outputs[0].shape[0]) if outputs and outputs[0].ndim else 0
-    if n < 2 or any(np.ptp(np.asarray(o, dtype=np.float64), axis=0).any() for o in outputs):
+    if n < 2 or any(varies(o) for o in outputs):
         return
     names = ", ".join(t.name for t in src.outputs[:3]) + (" ..." if len(src.outputs) > 3 else "")
-    if not any(np.ptp(np.asarray(v, dtype=np.float64), axis=0).any() for v in feeds.values()):
+    if not any(varies(v) for v in feeds.values()):
         raise DataError(f"the {n} {inputs_from} samples are all the same input, so the model's outputs cannot vary",
                         "pass --eval (or --data) samples that differ")
     if retrained:
