@@ -349,7 +349,7 @@ def test_a_dead_layer_is_named_when_the_runtime_refuses_an_artifact(tmp_path: Pa
     """XNNPACK refuses to prepare ops reading an activation whose int8 range was empty in calibration (seen: a
     collapsed distilled student, "failed to prepare" and nothing else); the error now names the dead layer."""
     from edgeopt.analyze.tflite import empty_range_tensors
-    from edgeopt.build.judge import _refused
+    from edgeopt.build.judge import runtime_refusal
     from edgeopt.convert.tflite import convert_tflite
     from edgeopt.inputs.data import example_split
     from edgeopt.inputs.model import open_model
@@ -364,7 +364,7 @@ def test_a_dead_layer_is_named_when_the_runtime_refuses_an_artifact(tmp_path: Pa
     assert [d["op"] for d in dead[:2]] == ["FULLY_CONNECTED"] * 2 and all(d["range"] < 1e-5 for d in dead)
     assert "/dead" in dead[0]["name"] and "/after_dead" in dead[1]["name"]
     assert not any("/live" in d["name"] for d in dead)
-    line = _refused(art, "tflite", RuntimeError("Node number 13 (TfLiteXNNPackDelegate) failed to prepare.")
+    line = runtime_refusal(art, "tflite", RuntimeError("Node number 13 (TfLiteXNNPackDelegate) failed to prepare.")
                     ).one_line()
     assert line.startswith("model.tflite does not run in litert: Node number 13") and "3 quantised activation(s)" in line
     assert "never varied over the calibration data" in line and "dead" in line.split("first ")[1]

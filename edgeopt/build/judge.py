@@ -117,7 +117,7 @@ def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profil
     except EdgeoptError:
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is a conversion failure
-        raise _refused(path, fmt, exc) from exc
+        raise runtime_refusal(path, fmt, exc) from exc
     from edgeopt.analyze.sparsity import compression_facts
 
     min_weights = profile.prune.min_weights if profile.prune is not None else 0
@@ -126,7 +126,7 @@ def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profil
             **compression_facts(path, fmt, min_weights)}
 
 
-def _refused(path: Path, fmt: str, exc: Exception) -> ConversionError:
+def runtime_refusal(path: Path, fmt: str, exc: Exception) -> ConversionError:
     """The runtime's refusal, and its likely cause when the .tflite shows one: activations whose int8 range was empty
     in calibration (a layer whose output never varied: XNNPACK then cannot prepare the ops that read it)."""
     line = f"{path.name} does not run in {RUNTIME_FOR[fmt]}: {str(exc).splitlines()[0][:300]}"

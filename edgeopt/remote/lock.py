@@ -321,12 +321,8 @@ class DeviceLock:
             return None
         watched = now - seen[1]
         info.age_s = max(watched, info.device_age_s or 0.0)
-        # a beat aged by the device's uptime (this boot) is judged by the acquire script on the device: that age
-        # starts at the beat, ours only when we first saw it, so ours can only pass the limit first through the
-        # latency of our round trip. We watch the beats the device cannot age: another boot's, the older layout's
-        # (aged by a clock that may step)
-        device_judges = info.kind == "held" and info.device_age_s is not None
-        if watched > self.stale_after_s and info.kind in ("held", "legacy") and not device_judges:
+        if watched > self.stale_after_s and (info.kind == "legacy"  # a beat aged by the device's uptime is
+                                             or info.kind == "held" and info.device_age_s is None):  # judged there
             return f"no heartbeat for {watched:.0f} s (> {self.stale_after_s:g} s, watched from here)"
         return None
 
