@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol
 from pydantic import Field, field_validator
 
 from edgeopt.artifacts.manifest import Manifest
-from edgeopt.build.pipeline import BuildRequest, BuildResult, build, build_key, cached_manifest
+from edgeopt.build.pipeline import BuildRequest, BuildResult, build, build_key, cached_manifest, data_specs
 from edgeopt.build.reporter import Reporter
 from edgeopt.config import Profile, StrictModel, Target, load_model_file, load_profile, load_target
 from edgeopt.config.lab import load_lab
@@ -229,9 +229,9 @@ class KeyPlanner:
         if req.model not in self._models:
             self._models[req.model] = open_model(req.model)
         drop = req.drop_non_finite
-        train = self._dataset(req.train, drop) if profile.needs_training else None
-        return build_key(self._models[req.model], req.target, profile, self._dataset(req.data, drop),
-                         self._dataset(req.eval, drop), train)
+        calib, evalset, train = data_specs(req)
+        return build_key(self._models[req.model], req.target, profile, self._dataset(calib, drop),
+                         self._dataset(evalset, drop), self._dataset(train, drop) if profile.needs_training else None)
 
 
 def run_serial(cells: list[Cell], progress: MatrixProgress, reporter: Reporter | None = None) -> list[CellOutcome]:

@@ -118,6 +118,14 @@ def build_key(src: SourceModel, target: Target, profile: Profile, calib: Dataset
     return sha256_bytes(json.dumps(facts, sort_keys=True).encode())
 
 
+def data_specs(req: BuildRequest) -> tuple[str | None, str | None, str | None]:
+    """The calibration, eval and training data a request builds from: its own, or the bundled example's for the
+    example (``model`` None). One answer for the pipeline and for the matrix's keys."""
+    example = req.model is None
+    return (req.data or ("example:calibration" if example else None), req.eval or ("example:eval" if example else None),
+            req.train or ("example:train" if example else None))
+
+
 def wants_firmware(target: Target) -> bool:
     """Microcontroller targets get a TensorFlow Lite Micro firmware bundle next to the .tflite."""
     return "tflite-micro" in target.runtimes and "tflite" in target.formats
@@ -150,9 +158,7 @@ class Pipeline:
         req = self.req
         model_path = req.model or str(example_model_path(progress=self.rep.note, meanwhile=quiet_tensorflow))
         src = open_model(model_path)
-        example = req.model is None
-        calib_spec = req.data or ("example:calibration" if example else None)
-        eval_spec = req.eval or ("example:eval" if example else None)
+        calib_spec, eval_spec, train_spec = data_specs(req)
         drop = req.drop_non_finite
         calib = load_dataset(calib_spec, drop) if calib_spec else None
         evalset = load_dataset(eval_spec, drop) if eval_spec else None
@@ -160,7 +166,6 @@ class Pipeline:
         if any(p.needs_training for p in req.profiles):
             from edgeopt.build.transforms import check_request
 
-            train_spec = req.train or ("example:train" if example else None)
             check_request(req.profiles, src, train_spec)  # before any data is read or TensorFlow imported
             train = load_dataset(train_spec, drop) if train_spec else None
         results: list[BuildResult] = []
@@ -169,7 +174,7 @@ class Pipeline:
             if profile.needs_calibration and calib is None:
                 raise ConversionError(f"profile {profile.name} needs calibration data",
                                       "pass --data calib.npz (x: a few hundred representative inputs)")
-            key = build_key(src, req.target, profile, calib, evalset, train if profile.needs_training else None)
+            key = build_key(src, req.target, profile, calib, evalset, train)  # train counts for training profiles
             directory = req.out / req.target.name / profile.name
             hit = None if req.force else cached_manifest(directory, key)
             if hit is not None:
