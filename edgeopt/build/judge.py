@@ -84,10 +84,12 @@ def check_outputs_vary(src: SourceModel, feeds: Feeds, outputs: list[np.ndarray]
 
 
 def make_judge(src: SourceModel, evalset: Dataset | None, float_eval: list[np.ndarray] | None,
-               ref: Reference, view: OnnxView | None = None) -> Judge:
+               ref: Reference) -> Judge:
+    """Judged on the eval set when there is one, else on the reference inputs; ``view`` is set once the build knows
+    whether its TFLite artifacts come through onnx2tf."""
     if evalset is not None and float_eval is not None:
-        return Judge(src, evalset.feeds, float_eval, evalset.y, "eval", view)
-    return Judge(src, ref.feeds, ref.y_float, None, ref.inputs_from, view)
+        return Judge(src, evalset.feeds, float_eval, evalset.y, "eval")
+    return Judge(src, ref.feeds, ref.y_float, None, ref.inputs_from)
 
 
 def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profile: Profile) -> dict[str, Any]:

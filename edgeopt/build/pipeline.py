@@ -235,11 +235,8 @@ class Pipeline:
             self.rep.done(profile.name, name, dt)
             return value
 
-        float_eval = self._float_outputs(src, evalset) if evalset else None
-        if float_eval is not None and evalset is not None:
-            check_outputs_vary(src, evalset.feeds, float_eval, "eval")
-        else:
-            check_outputs_vary(src, ref.feeds, ref.y_float, ref.inputs_from)
+        judge = make_judge(src, evalset, self._float_outputs(src, evalset) if evalset else None, ref)
+        check_outputs_vary(src, judge.feeds, judge.float_outputs, judge.inputs_from)
         with staged_directory(final) as stage, tempfile.TemporaryDirectory(prefix="edgeopt-build-") as tmpdir:
             tmp = Path(tmpdir)
             transform = None
@@ -250,10 +247,9 @@ class Pipeline:
                 assert train is not None
                 src, transform = timed(profile.transforms[0], lambda: run_transform(
                     teacher, profile, train, evalset, stage, self.rep.note))
-                feeds, inputs_from = (evalset.feeds, "eval") if evalset is not None else (ref.feeds, ref.inputs_from)
-                check_outputs_vary(src, feeds, src.predict_all(feeds), inputs_from, retrained=profile.name)
-            view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
-            judge = make_judge(teacher, evalset, float_eval, ref, view)
+                check_outputs_vary(src, judge.feeds, src.predict_all(judge.feeds), judge.inputs_from,
+                                   retrained=profile.name)
+            view = judge.view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
             ctx = StepContext(target.static_batch, calib_feeds, n_cal, tmp, timed, self.rep.note, judge,
                               str(teacher.path))
             for fmt in fmts:
