@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,7 +106,7 @@ def tree_cpu(root: int, seen: dict[int, float]) -> None:
         todo.extend(children.get(pid, []))
 
 
-def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[str, float]]:
+def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[str, Any]]:
     """Wall seconds, the --json document, the CPU seconds of the whole process tree (sampled every 0.2 s) and the
     run's phases from its progress lines on stderr (seconds since the launch; ``others``: the CPU seconds the rest
     of the machine used meanwhile, an upper bound: a process of the tree gone between two samples counts there)."""
@@ -142,7 +142,7 @@ def run(matrix: Path, out: Path, ray: bool) -> tuple[float, dict, float, dict[st
     return seconds, json.loads(stdout), cpu, {**phases(lines, seconds), "others": cpu_busy_seconds() - busy0 - cpu}
 
 
-def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
+def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, Any]:
     """When Ray was up (its "Ray: N cell(s)" line), the first cell started, the first and the last finished."""
     def first(pred: Callable[[str], bool]) -> float:
         return next((t for t, x in lines if pred(x)), float("nan"))
@@ -150,7 +150,7 @@ def phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
     done = [t for t, x in lines if ": finished in " in x]
     return {"ray_up": first(lambda x: x.startswith("Ray: ")), "first_started": first(lambda x: ": started (" in x),
             "first_finished": min(done, default=float("nan")), "last_finished": max(done, default=float("nan")),
-            "exit": wall}
+            "exit": wall, "order": [x.split("] ", 1)[-1].split(": started (")[0] for _, x in lines if ": started (" in x]}
 
 
 STORE_WRITER = """
@@ -261,6 +261,10 @@ def main() -> None:
                      f"{on_ray:.1f} s / {serial:.1f} s = {on_ray / serial:.3f}", "<= 0.6"))
         rows.append(("  sum of the cells' wall times: on Ray / serial", f"{cell_r:.1f} s / {cell_s:.1f} s = "
                      f"{cell_r / cell_s:.3f}", "(a TensorFlow import per worker)"))
+        rows.append(("  each cell's wall time, serial / Ray (s)", ", ".join(
+            f"{a['model']}/{a['profile']} {a['cell_seconds']:.1f}/{b['cell_seconds']:.1f}"
+            for a, b in zip(doc_s["results"], doc_r["results"])), ""))
+        rows.append(("  the order Ray started them in", ", ".join(ph_r["order"]), "(the longest expected first)"))
         for name, ph in (("serial", ph_s), ("Ray", ph_r)):
             up = f"Ray up {ph['ray_up']:.1f}, " if name == "Ray" else ""
             rows.append((f"  timeline of that {name} run (s since launch)",

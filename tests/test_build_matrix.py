@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, expand, load_matrix, run_matrix
+from edgeopt.artifacts.manifest import Manifest
+from edgeopt.build.matrix import (Cell, CellOutcome, MatrixProgress, expand, heaviest_first, load_matrix,
+                                   run_matrix)
 from edgeopt.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -347,6 +349,34 @@ def test_matrix_cells_layout_and_lab_file(tmp_path: Path, example_model: Path) -
     m = load_matrix(lab)  # the lab's models x the targets of its devices, into the lab's artifacts directory
     assert [x.name for x in m.models] == ["mnist"] and m.targets == ["rpi4", "rpi5", "android-arm64"]
     assert m.out == str(ROOT / "examples" / "artifacts" / "ci")
+
+
+def test_cells_go_out_longest_expected_first(tmp_path: Path) -> None:
+    """A pool takes the longest cells first (no long cell left to start last): by their last build's seconds when
+    every cell has one, else the training cells by epochs x model size, then the others by model size."""
+    (tmp_path / "big.onnx").write_bytes(b"x" * 3000)
+    (tmp_path / "small.onnx").write_bytes(b"x" * 1000)
+    (tmp_path / "m.yaml").write_text("profiles: [fp32, qat-int8, int8, distilled-int8, pruned-int8]\nmodels:\n"
+                                     "  - {name: small, path: small.onnx}\n  - {name: big, path: big.onnx}\n")
+    cells = expand(load_matrix(tmp_path / "m.yaml"), tmp_path / "out")
+    labels = [c.label.replace("/local", "") for c in heaviest_first(cells)]
+    # epochs x bytes: distil 8 x 3000, prune 4 x 3000, distil 8 x 1000, prune 4 x 1000, qat 1 x 3000, 1 x 1000;
+    # then the conversions, the big model's first, each model's in the matrix's order
+    assert labels == ["big/distilled-int8", "big/pruned-int8", "small/distilled-int8", "small/pruned-int8",
+                      "big/qat-int8", "small/qat-int8", "big/fp32", "big/int8", "small/fp32", "small/int8"]
+    assert [c.label for c in cells][0] == "small/local/fp32"  # the matrix itself is left in its order
+
+    seconds = {c.label: float(i + 1) for i, c in enumerate(cells)}  # the matrix's order: the last built longest
+    for cell in cells:
+        cell.directory.mkdir(parents=True)
+    for cell in cells[:-1]:
+        Manifest({"build_key": "an older key", "build_seconds": seconds[cell.label]}).write(cell.directory)
+    # one cell never built: no history for all, so the guess still decides
+    assert [c.label.replace("/local", "") for c in heaviest_first(cells)] == labels
+    Manifest({"build_key": "an older key", "build_seconds": seconds[cells[-1].label]}).write(cells[-1].directory)
+    assert heaviest_first(cells) == cells[::-1]
+    (cells[0].directory / "manifest.json").write_text("{not json")  # unreadable: no history, the guess
+    assert [c.label.replace("/local", "") for c in heaviest_first(cells)] == labels
 
 
 def test_ray_flags_errors_are_one_line(tmp_path: Path) -> None:

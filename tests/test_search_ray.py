@@ -49,6 +49,8 @@ def test_search_on_ray_then_serial_search_finds_every_candidate_cached(tmp_path:
     for p in CANDIDATES:
         assert f"local/{p}: started (ray)" in err and f"local/{p}: finished in " in err, err
     assert "local/int8-greedy: started (ray)" in err and "local/int8-greedy: FAILED after" in err
+    # the training candidate went out first (the longest expected: 2 slots, 4 cells, named in another order)
+    assert err.index("local/pruned-int8: started (ray)") < err.index("local/fp32: started (ray)")
     # the failed candidate: its one line in the notes and on stderr, no row, no directory
     (failed,) = doc["build"]["failed"]
     assert failed["profile"] == "int8-greedy" and "at least 500 needed" in failed["error"]

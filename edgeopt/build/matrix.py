@@ -234,6 +234,41 @@ class KeyPlanner:
                          self._dataset(evalset, drop), self._dataset(train, drop) if profile.needs_training else None)
 
 
+def heaviest_first(cells: list[Cell]) -> list[Cell]:
+    """The cells in the order a pool of workers should take them: the longest first, so that no long cell starts
+    last while the other workers have nothing left to do (longest-processing-time-first). When every cell's
+    directory still holds a manifest (whatever its key), its ``build_seconds`` are the cell's expected time;
+    otherwise a guess: the cells that train first (epochs x the model file's size), then the others by the model
+    file's size. Equal guesses keep the matrix's order."""
+    def last_seconds(cell: Cell) -> float | None:
+        try:
+            seconds = Manifest.read(cell.directory).get("build_seconds") if Manifest.exists(cell.directory) else None
+        except (OSError, ValueError):
+            return None
+        return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
+
+    def size(cell: Cell) -> int:
+        model = Path(cell.request.model or "")
+        try:
+            return model.stat().st_size if model.is_file() else sum(f.stat().st_size for f in model.rglob("*"))
+        except OSError:
+            return 0
+
+    history = [last_seconds(c) for c in cells]
+    ranks: dict[int, tuple[float, float]]
+    if all(h is not None for h in history):
+        ranks = {id(c): (float(h or 0), 0.0) for c, h in zip(cells, history)}
+    else:
+        sizes = {id(c): float(size(c)) for c in cells}
+        ranks = {id(c): (epochs(c.profile) * sizes[id(c)], sizes[id(c)]) for c in cells}
+    return sorted(cells, key=lambda c: tuple(-x for x in ranks[id(c)]))
+
+
+def epochs(profile: Profile) -> int:
+    """The epochs a profile's training transform runs (0: the profile only converts)."""
+    return sum(getattr(profile, name).epochs for name in profile.transforms)
+
+
 def run_serial(cells: list[Cell], progress: MatrixProgress, reporter: Reporter | None = None) -> list[CellOutcome]:
     """Each cell in this process, one after the other (the plain ``edgeopt build`` way)."""
     outcomes = []

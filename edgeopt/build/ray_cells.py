@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 from edgeopt.artifacts.files import sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
-from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, fail, internal_line
+from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, fail, heaviest_first, internal_line
 from edgeopt.build.pipeline import BuildRequest, BuildResult, build, tool_versions
 from edgeopt.errors import ConfigError, EdgeoptError, OutputError, RemoteError
 
@@ -261,12 +261,13 @@ def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float)
 
 def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress, shared_dir: str | None = None,
                ship: bool = True) -> list[CellOutcome]:
-    """One task per cell, as many in flight as the cluster has CPUs (so "started" means running). ``ship=False``:
-    the inputs go by path only (a local Ray)."""
+    """One task per cell, as many in flight as the cluster has CPUs (so "started" means running), the longest
+    expected first (:func:`edgeopt.build.matrix.heaviest_first`). ``ship=False``: the inputs go by path only (a
+    local Ray)."""
     task = ray.remote(num_cpus=1, max_retries=1)(build_cell)
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shipped = ship_inputs(ray, cells, by_content=ship)
-    queue, outcomes = list(cells), []
+    queue, outcomes = heaviest_first(cells), []
     pending: dict[Any, tuple[Cell, float]] = {}
     while queue or pending:
         while queue and len(pending) < slots:
