@@ -114,6 +114,19 @@ class PgServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def password_role(self, name: str, password: str) -> None:
+        """A login role that must give its password (scram-sha-256 on 127.0.0.1; every other role stays trusted)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(name),
+                                                                                 sql.Literal(password)))
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "reload")
+        time.sleep(0.3)  # the postmaster re-reads pg_hba.conf on SIGHUP
+
     def new_database(self) -> str:
         import psycopg
 

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from edgeopt.artifacts.manifest import Manifest
-from edgeopt.build.matrix import (Cell, CellOutcome, MatrixProgress, expand, heaviest_first, load_matrix,
-                                   run_matrix)
+from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, expand, heaviest_first, load_matrix, run_matrix
 from edgeopt.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -218,6 +218,8 @@ def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(private_server
         assert run.get("status", "running") == "running" and run["ci"]["verdict"] == "running"  # never finished
         assert dead["status"] == "abandoned"  # and listed as such: its writer's session is gone
         assert "tags" not in run and "summary" not in run and "finished_at" not in run
+        assert "--store" in run["command"] and "edgeopt:***@127.0.0.1" in run["command"]  # recorded, masked
+        assert not [p for p in (tmp_path / "r").rglob("*.json") if PASSWORD in p.read_text()]
         docs = store.results(dead["run_id"])
         assert 1 <= len(docs) < 4 and all(d["valid"] and d["agent"]["latency_ms"]["count"] >= 100 for d in docs)
         assert store.find_run(tag="main")["run_id"] == first["run_id"]

@@ -17,8 +17,9 @@ from pg import PgServer, free_port, pg_server_fixture  # noqa: F401  (fixture pg
 from test_store import begin, result
 
 from edgeopt.cli import main
-from edgeopt.errors import StoreUnavailable
+from edgeopt.errors import ConfigError, StoreUnavailable
 from edgeopt.results import postgres
+from edgeopt.results.common import mask_url, url_secrets
 from edgeopt.results.migrate import copy_history
 from edgeopt.results.postgres import PostgresStore
 from edgeopt.results.store import ENV_STORE, SCHEMA_VERSION, StoreError, open_store
@@ -109,6 +110,74 @@ def test_unreachable_server_is_exit_3_with_the_password_masked(tmp_path: Path):
     assert not any(p.name.startswith("postgres") for p in tmp_path.rglob("*"))
 
 
+def test_passwords_are_masked_however_they_are_written():
+    for url, masked in [
+        ("postgresql://alice:s3cret@127.0.0.1:5432/db", "postgresql://alice:***@127.0.0.1:5432/db"),
+        ("postgresql://carol:pa#ss@h/db", "postgresql://carol:***@h/db"),  # libpq takes # and ? unencoded
+        ("postgresql://carol:pa?ss:x@h:1/db?sslmode=require", "postgresql://carol:***@h:1/db?sslmode=require"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://alice@h/db?sslmode=disable&password=s3cret%zz", "postgresql://alice@h/db?sslmode=disable&password=***"),
+        ("edgeopt ci --store=postgresql://a:s3cret@h/db --runs 3", "edgeopt ci --store=postgresql://a:***@h/db --runs 3"),
+        ("postgresql://h:5432/db", "postgresql://h:5432/db"),  # no password: as it was
+        ("postgresql:///db?host=/run/pg&user=alice", "postgresql:///db?host=/run/pg&user=alice"),
+    ]:
+        assert mask_url(url) == masked
+    assert url_secrets("postgresql://u:p%40ss@h/db?password=x") == ["p%40ss", "p@ss", "x"]
+
+
+def test_what_is_not_a_postgresql_url_is_refused_never_a_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for spec in ("pg://alice@127.0.0.1/db", "postgresql:127.0.0.1/db", "postgresql@127.0.0.1/db",
+                 "sqlite://results/x.sqlite", "postgres:alice:s3cret@h/db"):
+        with pytest.raises(ConfigError) as info:
+            open_store(tmp_path / "results", spec)
+        assert "not a PostgreSQL URL, nor an existing SQLite file" in info.value.one_line()
+        assert "s3cret" not in info.value.one_line() and info.value.exit_code == 2
+    monkeypatch.setenv(ENV_STORE, "pg://alice@h/db")  # from the environment too
+    with pytest.raises(ConfigError):
+        open_store(tmp_path / "results")
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_a_unix_socket_url_reaches_the_database_it_names(pg_server: PgServer, tmp_path: Path):
+    name = pg_server.new_database().rpartition("/")[2]
+    url = f"postgresql:///{name}?host={pg_server.dir}&port={pg_server.port}&user={pg_server.USER}"
+    with open_store(tmp_path, url) as store:
+        assert isinstance(store, PostgresStore)
+        begin(store, "by-socket")
+    assert sql(pg_server.new_database().rpartition("/")[0] + f"/{name}", "SELECT run_id FROM runs") == [("by-socket",)]
+
+
+def test_a_refused_login_a_missing_database_or_a_bad_url_is_the_users_to_fix(pg_server: PgServer,
+                                                                             tmp_path: Path):
+    pg_server.password_role("alice", "pa#ss")
+    host = f"127.0.0.1:{pg_server.port}"
+    theirs = pg_server.new_database()
+    with pytest.raises(StoreError) as info:  # the tables cannot be created: whose to fix, without psycopg's SQL
+        open_store(tmp_path, f"postgresql://alice:pa#ss@{host}/{theirs.rpartition('/')[2]}")
+    assert info.value.exit_code == 2 and "permission denied for schema public" in info.value.one_line()
+    assert "LINE 1" not in info.value.one_line() and "database's owner run edgeopt once" in info.value.one_line()
+    database = pg_server.new_database().rpartition("/")[2]
+    sql(pg_server.url, f"ALTER DATABASE {database} OWNER TO alice")
+    with open_store(tmp_path, f"postgresql://alice:pa#ss@{host}/{database}") as store:  # a # unencoded: libpq's way
+        assert store.where == f"postgresql://alice:***@{host}/{database}"
+        begin(store, "with-password")
+    for url, says, fix in [
+        (f"postgresql://alice:wrong#pw@{host}/{database}", "password authentication failed", "~/.pgpass"),
+        (f"postgresql://alice@{host}/{database}", "no password supplied", "PGPASSWORD"),
+        (f"postgresql://nobody@{host}/{database}", 'role "nobody" does not exist', "user and password"),
+        (f"postgresql://alice:pa#ss@{host}/nosuchdb", 'database "nosuchdb" does not exist', "createdb"),
+        ("postgresql://alice:pa#ss@127.0.0.1:notaport/db", 'invalid integer value "notaport"', "host:port/db"),
+        (f"postgresql://alice@{host}/db?password=pa%zz", "invalid percent-encoded token", "percent-encode"),
+    ]:
+        with pytest.raises(StoreError) as info:
+            open_store(tmp_path, url)
+        line = info.value.one_line()
+        assert type(info.value) is StoreError and info.value.exit_code == 2, line  # not "server down" (3)
+        assert says in line and fix in line and "\n" not in line, line
+        assert "pa#ss" not in line and "wrong#pw" not in line and "pa%zz" not in line, line
+
+
 KILLED_WRITER = textwrap.dedent("""
     import sys
     from edgeopt.errors import EdgeoptError
@@ -161,7 +230,8 @@ def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(tmp_path: Path
         server.cleanup()
 
 
-def test_copy_history_sqlite_to_postgresql(pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_copy_history_sqlite_to_postgresql(pg_server: PgServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch):
     sqlite_file = tmp_path / "results" / "edgeopt.sqlite"
     with open_store(tmp_path / "results") as store:
         for i, run_id in enumerate(("old", "mid", "new")):
@@ -187,6 +257,42 @@ def test_copy_history_sqlite_to_postgresql(pg_server: PgServer, tmp_path: Path, 
     assert out.strip() == "copied 0 runs (0 results); 3 already there, skipped"
     with open_store(tmp_path / "x", url) as dst:
         assert len(dst.runs()) == 4 and len(dst.query(limit=100)) == 6
+    # back into a SQLite file elsewhere, from another directory: no ./results made where the command ran
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["store", "migrate", "--from", url, "--to", str(tmp_path / "back" / "copy.sqlite")]) == 0
+    assert capsys.readouterr().out.strip() == "copied 4 runs (6 results); 0 already there, skipped"
+    assert list(elsewhere.iterdir()) == []
+    assert main(["store", "migrate", "--from", "nope.sqlite", "--to", url]) == 2  # named as the command names it
+    err = capsys.readouterr().err
+    assert err.startswith("edgeopt: error: --from: ") and "give the store to copy from" in err and "--store" not in err
+
+
+def test_a_run_copied_while_it_was_written_is_brought_up_to_date_later(pg_server: PgServer, tmp_path: Path):
+    url = pg_server.new_database()
+    writer = open_store(tmp_path / "results")  # a bench still writing into the runner's SQLite file
+    try:
+        begin(writer, "live")
+        writer.add_result(result("live", 1))
+        writer.add_result(result("live", 2))
+        report = copy_history(tmp_path / "results" / "edgeopt.sqlite", url)
+        assert (report.runs, report.results, report.running) == (1, 2, ["live"])
+        assert "1 still being written in the source (live): copied as they are, migrate again" in report.one_line()
+        again = copy_history(tmp_path / "results" / "edgeopt.sqlite", url)  # nothing new yet: nothing written
+        assert (again.runs, again.updated, again.skipped) == (0, 0, 1)
+        writer.add_result(result("live", 3))
+        writer.finish_run("live", "2026-11-28T10:05:00+00:00", "complete", {"results": 3})
+    finally:
+        writer.close()
+    report = copy_history(tmp_path / "results" / "edgeopt.sqlite", url)
+    assert (report.runs, report.updated, report.results, report.running) == (0, 1, 3, [])
+    assert "1 brought up to date (unfinished when last copied)" in report.one_line()
+    with open_store(tmp_path / "results", create=False) as src, open_store(tmp_path / "x", url) as dst:
+        assert dst.run("live") == src.run("live") and dst.status(dst.run("live")) == "complete"
+        assert dst.results("live") == src.results("live") and len(dst.results("live")) == 3
+    final = copy_history(tmp_path / "results" / "edgeopt.sqlite", url)  # finished on both sides: left alone
+    assert (final.runs, final.updated, final.skipped) == (0, 0, 1)
 
 
 def test_runners_opening_a_new_database_at_once_migrate_it_once(pg_server: PgServer, tmp_path: Path):

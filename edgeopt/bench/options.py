@@ -24,7 +24,7 @@ class BenchOptions:
     formats: list[str] | None = None
     artifacts: Path = Path("artifacts")
     results: Path = Path("results")
-    store: Path | None = None  # default: <results>/edgeopt.sqlite
+    store: str | Path | None = None  # a SQLite file or a postgresql:// URL; default: <results>/edgeopt.sqlite
     runs: int = 100
     warmup: int = 10
     min_seconds: float = 0.0

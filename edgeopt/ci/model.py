@@ -24,7 +24,7 @@ class CIOptions:
     baseline: str | None = None  # run id | tag | latest-passing | latest | file.json; default: the lab's
     tag: list[str] = field(default_factory=list)  # tags for this run when it passes
     results: Path | None = None  # default: the lab's results
-    store: Path | None = None
+    store: str | Path | None = None  # a SQLite file or a postgresql:// URL
     artifacts: Path | None = None  # default: the lab's artifacts
     runs: int | None = None
     warmup: int | None = None

@@ -29,8 +29,9 @@ from edgeopt.ci.progress import CIProgress
 from edgeopt.config.lab import Lab, load_lab
 from edgeopt.errors import EdgeoptError, Interrupted
 from edgeopt.remote.lock import DeviceLock
+from edgeopt.results.common import looks_like_url
 from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, is_emulated, samples, usable
-from edgeopt.results.store import is_url, open_store
+from edgeopt.results.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
                                                               ("retries", opts.retries), ("threads", opts.threads))
                                             if v is not None})
     results_dir = Path(opts.results) if opts.results else Path(lab.path(lab.results) or "results")
-    lab_store = None if lab.store is None or is_url(lab.store) else lab.path(lab.store)
+    lab_store = None if lab.store is None or looks_like_url(lab.store) else lab.path(lab.store)
     store = open_store(results_dir, opts.store, default=lab.store if lab_store is None else lab_store)
     try:
         run_id = new_run_id()

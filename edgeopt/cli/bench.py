@@ -22,7 +22,7 @@ def _options_from_args(args: argparse.Namespace) -> BenchOptions:
     return BenchOptions(
         targets=args.target or ["local"], models=[Path(m) for m in args.models or []],
         profiles=split_values(args.profile) or None, formats=split_values(args.format) or None,
-        artifacts=Path(args.artifacts), results=Path(args.results), store=Path(args.store) if args.store else None,
+        artifacts=Path(args.artifacts), results=Path(args.results), store=args.store,
         runs=args.runs, warmup=args.warmup, min_seconds=args.min_seconds, max_runs=args.max_runs,
         threads=args.threads,
         affinity=args.affinity, timeout=args.timeout, host=args.host, user=args.user, port=args.port, key=args.key,
@@ -159,6 +159,8 @@ def _arguments(b: argparse.ArgumentParser) -> None:
                       help="mark the run invalid when other processes use more CPUs than this (default 0.5)")
     out = b.add_argument_group("output")
     out.add_argument("--results", default="results", metavar="DIR", help="results directory (default ./results)")
-    out.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
+    out.add_argument("--store", metavar="FILE|URL",
+                     help="SQLite file or postgresql://user@host:port/db (default: $EDGEOPT_STORE, else "
+                     "<results>/edgeopt.sqlite)")
     out.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     out.add_argument("-v", "--verbose", action="store_true", help="one line per result as it arrives")

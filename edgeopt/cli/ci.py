@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     out.add_argument("-v", "--verbose", action="store_true", help="a line per result")
     over = c.add_argument_group("override the lab")
     over.add_argument("--results", type=Path, metavar="DIR")
-    over.add_argument("--store", type=Path, metavar="FILE")
+    over.add_argument("--store", metavar="FILE|URL", help="SQLite file or postgresql://user@host:port/db (default: "
+                      "$EDGEOPT_STORE, else the lab's store:, else <results>/edgeopt.sqlite)")
     over.add_argument("--artifacts", type=Path, metavar="DIR")
     over.add_argument("--runs", type=positive_int)
     over.add_argument("--warmup", type=int)

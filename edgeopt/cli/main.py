@@ -14,6 +14,7 @@ from edgeopt import __version__
 from edgeopt.cli import bench, build, ci, emulate, report, store
 from edgeopt.cli.args import LazySubParsers
 from edgeopt.errors import EdgeoptError
+from edgeopt.results.common import mask_url
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception, i.e. a bug in edgeopt
 
@@ -45,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(words)
-    args.command_line = shlex.join(["edgeopt", *words])  # recorded with bench and ci runs
+    # recorded with bench and ci runs: a --store URL's password never is
+    args.command_line = mask_url(shlex.join(["edgeopt", *words]))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(message)s")
     try:

@@ -74,7 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--list", action="store_true", help="list the recent runs instead")
     r.add_argument("--limit", type=positive_int, default=20, help="runs listed by --list (default 20)")
     r.add_argument("--results", default="results", metavar="DIR", help="results directory (default ./results)")
-    r.add_argument("--store", metavar="FILE", help="SQLite file (default <results>/edgeopt.sqlite)")
+    r.add_argument("--store", metavar="FILE|URL",
+                   help="SQLite file or postgresql://user@host:port/db (default: $EDGEOPT_STORE, else "
+                   "<results>/edgeopt.sqlite)")
     r.add_argument("--json", action="store_true", help="machine-readable rows on stdout")
     r.add_argument("--full", action="store_true", help="with --json: include the full result documents")
     # edgeopt ci's reports over stored runs (edgeopt/ci/compare.py): the verdict, HTML with plots, JUnit, Markdown

@@ -9,7 +9,6 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from edgeopt.errors import OutputError
 
@@ -65,29 +64,44 @@ def run_columns(doc: dict[str, Any]) -> tuple[Any, ...]:
             doc.get("command"), json.dumps(doc.get("targets", [])), json.dumps(doc))
 
 
+PG_URL = re.compile(r"^(postgres(?:ql)?):/(/?)(.*)$", re.IGNORECASE | re.DOTALL)
+# what a user meant as a URL: any ``scheme://``, or ``postgres(ql)`` followed by ``:`` or ``@`` (a typo of one)
+URL_LIKE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|postgres(?:ql)?[:@])", re.IGNORECASE)
+# a URL's ``user:password@`` as libpq reads it: the user info ends at the first ``@`` before any ``/`` (so a
+# password may hold ``#``, ``?`` or ``:`` unencoded); anywhere in a text (``--store=URL`` in a command line)
+USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):([^@/]*)@")
+PASSWORD_PARAM = re.compile(r"(password=)([^&\s]*)", re.IGNORECASE)
+
+
 def is_url(text: str) -> bool:
     """``postgresql://…`` / ``postgres://…`` (also after ``Path`` folded ``//`` into ``/``)."""
-    return re.match(r"^postgres(ql)?:/", text, re.IGNORECASE) is not None
+    return PG_URL.match(text) is not None
+
+
+def looks_like_url(text: str) -> bool:
+    """Meant as a URL (``pg://…``, ``postgresql:host/db``, ``postgresql@host``) though maybe not one we take."""
+    return URL_LIKE.match(text) is not None
 
 
 def normal_url(text: str) -> str:
-    """The URL as psycopg takes it: ``Path("postgresql://h/db")`` reads ``postgresql:/h/db``; put ``//`` back."""
-    match = re.match(r"^(postgres(?:ql)?):/+(.*)$", text, re.IGNORECASE | re.DOTALL)
-    return f"{match.group(1).lower()}://{match.group(2)}" if match else text
+    """The URL as psycopg takes it: the scheme in lower case, and ``//`` put back where ``Path`` folded it
+    (``Path("postgresql://h/db")`` reads ``postgresql:/h/db``); ``postgresql:///db?host=/socket/dir`` stays."""
+    match = PG_URL.match(text)
+    return f"{match.group(1).lower()}://{match.group(3)}" if match else text
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords a URL (or a text holding URLs) carries, as written and percent-decoded."""
+    from urllib.parse import unquote
+
+    found = [m.group(2) for m in USERINFO.finditer(url)] + [m.group(2) for m in PASSWORD_PARAM.finditer(url)]
+    return [x for s in found if s for x in dict.fromkeys((s, unquote(s)))]
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ``***``: what every message and ``store.path`` show."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.netloc.rpartition("@")[0].partition(":")[0]
-        url = urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
-    except ValueError:
-        url = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+    """The URL (or any text holding URLs: a command line) with every password replaced by ``***``: what every
+    message, recorded command and ``store.path`` show."""
+    return PASSWORD_PARAM.sub(r"\1***", USERINFO.sub(r"\1:***@", url))
 
 
 def check_writable_dir(directory: Path) -> None:

@@ -12,6 +12,7 @@ never reach a message (:func:`~edgeopt.results.common.mask_url`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from edgeopt.errors import EdgeoptError, StoreError, StoreUnavailable
-from edgeopt.results.common import COLUMNS, SCHEMA_VERSION, check_writable_dir, mask_url
+from edgeopt.results.common import COLUMNS, SCHEMA_VERSION, check_writable_dir, mask_url, url_secrets
 from edgeopt.results.sqlite import UPSERT_RESULT, Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,21 @@ MIGRATIONS: dict[int, list[str]] = {  # version -> statements taking the schema 
     ],
 }
 CONNECT_TIMEOUT_S = 10
+# a server host that vanishes (no answer at all, not even a reset) is given up on within about 30 s instead of
+# the kernel's ~15 min of retransmissions: TCP keepalives while idle, a user timeout while data is unacknowledged
+# (a URL's own settings win)
+TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                "tcp_user_timeout": 30_000}
+# what opening a store can fail on that is the user's to fix (exit 2), not the server's absence (exit 3)
+FIXABLE = [
+    (re.compile(r"password authentication failed|no password supplied|role \S+ does not exist|pg_hba\.conf "
+                r"rejects|authentication failed", re.IGNORECASE),
+     "check the user and password (in the URL, ~/.pgpass or PGPASSWORD) and the server's pg_hba.conf"),
+    (re.compile(r"database \S+ does not exist", re.IGNORECASE),
+     "create it (createdb -h HOST -U USER NAME) or fix the database name in the URL"),
+    (re.compile(r"invalid .*(value|option|token|URI|integer)|missing \"=\"|unterminated", re.IGNORECASE),
+     "write postgresql://user:password@host:port/db (percent-encode @ / : in the password)"),
+]
 # the advisory lock a run's writer holds until it finishes the run
 WRITER_KEY = "hashtextextended('edgeopt-run:' || ?::text, 0)"
 
@@ -131,8 +147,12 @@ class PostgresStore(Store):
 
     # -- primitives --------------------------------------------------------------------------------------------
     def _open_connection(self) -> psycopg.Connection[Any]:
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(self.url)
+        tcp: dict[str, Any] = {k: v for k, v in TCP_SETTINGS.items() if k not in given}
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S,
-                               application_name="edgeopt")
+                               application_name="edgeopt", **tcp)
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Execute a statement, fetch its rows. A connection found dead *between* transactions (the server was
@@ -225,12 +245,21 @@ class PostgresStore(Store):
         return True
 
     def error(self, exc: psycopg.Error, opening: bool = False) -> EdgeoptError:
-        """psycopg's error as one line naming the (masked) URL; a lost or unreachable server is exit 3."""
-        text = " ".join(str(exc).split())[:240]
-        if self.url != self.where:
-            password = (self.url.partition("//")[2].rpartition("@")[0].partition(":")[2]) or None
-            if password:
-                text = text.replace(password, "***")
+        """psycopg's error as one line naming the (masked) URL: a login the server refused, a database it lacks or a
+        URL libpq cannot read is the user's to fix (exit 2); a lost or unreachable server is exit 3."""
+        primary = getattr(getattr(exc, "diag", None), "message_primary", None)  # without psycopg's "LINE 1: …"
+        text = " ".join(str(primary or exc).split())[:240]
+        for secret in url_secrets(self.url):  # libpq may echo a password it could not parse
+            text = text.replace(secret, "***")
+        text = mask_url(text)
+        if opening:
+            fixable = next((hint for pattern, hint in FIXABLE if pattern.search(text)), None)
+            if fixable:
+                return StoreError(f"cannot open results store {self.where}: {text}", fixable)
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return StoreError(f"results store {self.where}: {text}",
+                              "let the database's owner run edgeopt once (it creates the tables), or grant the role "
+                              "CREATE on the schema and write on edgeopt's tables")
         if isinstance(exc, psycopg.OperationalError) or self._db_broken():
             verb = "cannot reach" if opening else "lost the connection to"
             return StoreUnavailable(f"{verb} results store {self.where} ({text})",

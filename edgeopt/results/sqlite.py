@@ -302,16 +302,27 @@ class Store:
 
         self.modify_run(self.run(run_id)["run_id"], add_tag)
 
-    def import_run(self, run: dict[str, Any], results: list[dict[str, Any]]) -> bool:
-        """Copy a run and its results from another store in one transaction (``edgeopt store migrate``): False,
-        and nothing written, when a run with that id is already here."""
+    def import_run(self, run: dict[str, Any], results: list[dict[str, Any]]) -> str:
+        """Copy a run and its results from another store in one transaction (``edgeopt store migrate``):
+        ``copied``; ``updated`` when the run is here unfinished (copied while its writer was still at it) and the
+        given copy is further along (finished, or more results): its row and results become the given ones; else
+        ``skipped``, nothing written."""
         with self._lock, self._tx():
-            new = self._run(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT (run_id) DO NOTHING RETURNING run_id", run_columns(run))
-            if new:
-                for doc in results:
-                    self._run(self.UPSERT, result_columns(doc))
-        return bool(new)
+            if self._run(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (run_id) DO NOTHING RETURNING run_id", run_columns(run)):
+                outcome = "copied"
+            else:
+                here = self._one(f"SELECT finished_at FROM runs WHERE run_id = ?{self.LOCK_ROW}", (run["run_id"],))
+                count = self._one("SELECT count(*) AS n FROM results WHERE run_id = ?", (run["run_id"],))
+                if here is None or here["finished_at"] is not None or not (
+                        run.get("finished_at") or len(results) > int(count["n"])):
+                    return "skipped"
+                self._run("UPDATE runs SET created_at = ?, finished_at = ?, status = ?, command = ?, targets = ?, "
+                          "doc = ? WHERE run_id = ?", (*run_columns(run)[1:], run["run_id"]))
+                outcome = "updated"
+            for doc in results:
+                self._run(self.UPSERT, result_columns(doc))
+        return outcome
 
     def find_run(self, *, tag: str | None = None, passing: bool = False, exclude: str | None = None,
                  limit: int = 5000) -> dict[str, Any] | None:

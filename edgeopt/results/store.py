@@ -3,7 +3,8 @@
 * SQLite (the embedded default, nothing to set up): ``edgeopt.results.sqlite.Store`` —
   ``./results/edgeopt.sqlite`` or ``--store FILE``.
 * PostgreSQL (one history shared by several CI runners and hosts): ``edgeopt.results.postgres.PostgresStore`` —
-  ``--store postgresql://user@host:port/db``, ``EDGEOPT_STORE``, or a lab's ``results.store``.
+  ``--store postgresql://user@host:port/db``, ``EDGEOPT_STORE``, or a lab's ``store:``. Anything else
+  that looks like a URL (``pg://…``, ``postgresql:host/db``) is refused, never taken for a file name.
 
 Both keep the same tables and the same JSON copies (``results/<run_id>/``); both decide run updates and tags in
 transactions. An unreachable PostgreSQL server is an infrastructure error (exit 3), never a local directory.
@@ -12,14 +13,16 @@ transactions. An unreachable PostgreSQL server is an infrastructure error (exit 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from edgeopt.errors import StoreError
+from edgeopt.errors import ConfigError, StoreError
 from edgeopt.results.common import (
     DB_NAME,
     DEFAULT_RESULTS_DIR,
     SCHEMA_VERSION,
     is_url,
+    looks_like_url,
     mask_url,
     normal_url,
     safe_name,
@@ -39,6 +42,11 @@ def store_location(store: str | Path | None, default: str | Path | None = None) 
         store = os.environ.get(ENV_STORE) or default
     if store is not None and is_url(str(store)):
         return normal_url(str(store))
+    if store is not None and looks_like_url(str(store)) and not Path(store).exists():  # never a directory "pg:"
+        shown = re.sub(r":[^:@/\s]*@", ":***@", mask_url(str(store)))  # whatever stands before an @ may be one
+        raise ConfigError(f"results store {shown}: not a PostgreSQL URL, nor an existing SQLite file",
+                          "write postgresql://user:password@host:port/db (or postgresql:///db?host=/socket/dir), "
+                          "or the path of a SQLite file")
     return store
 
 
