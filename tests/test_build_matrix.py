@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +381,109 @@ def test_cells_go_out_longest_expected_first(tmp_path: Path) -> None:
     assert [c.label.replace("/local", "") for c in heaviest_first(cells)] == labels
 
 
+def lines_of(proc: subprocess.Popen[str]) -> list[str]:
+    """stderr's lines as they come (a thread appends them), for a test that acts on progress."""
+    import threading
+
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def wait_until(check: object, proc: subprocess.Popen[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert proc.poll() is None and time.monotonic() < deadline, "the build ended (or hung) before the moment"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ray", [False, True], ids=["serial", "ray-local"])
+def test_sigterm_is_an_interrupt_no_staging_left(matrix_files: dict[str, Path], tmp_path: Path, ray: bool) -> None:
+    """A CI job cancelled (SIGTERM) mid-matrix: one line, exit 130 as for Ctrl-C, no half-built directory in the
+    output tree, the landed cells intact, no Ray process left (and no stack dump from Ray's own handler)."""
+    before = ray_processes()
+    temp = Path(tempfile.gettempdir())
+    scratch_before = {p for p in temp.iterdir() if p.name.startswith((".edgeopt-cell-", "edgeopt-"))}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*EDGEOPT, "build", "--matrix", str(matrix_files["good"]), "--out", str(out),
+                             *(["--ray", "local"] if ray else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    lines = lines_of(proc)
+    wait_until(lambda: any(": finished in " in x for x in lines), proc)  # one cell landed, others under way
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "edgeopt: interrupted; nothing half-written was left in place" in err and "SIGTERM received" not in err
+    assert not [p for p in out.rglob("*") if "staging" in p.name]
+    landed = [m.parent for m in out.rglob("manifest.json")]
+    assert landed and all(not Manifest.read(d).verify(d) for d in landed)
+    time.sleep(1.0)
+    assert ray_processes() - before == set(), "Ray processes left after SIGTERM"
+    left = {p for p in temp.iterdir() if p.name.startswith((".edgeopt-cell-", "edgeopt-"))} - scratch_before
+    assert not left, f"temporary files of the killed cells left: {sorted(left)}"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_and_json_stays_clean(matrix_files: dict[str, Path], tmp_path: Path) -> None:
+    """Ray prints its raylet's news ("a worker died…") on the driver's stdout: with --json it goes to stderr."""
+    proc = subprocess.Popen([*EDGEOPT, "build", "--matrix", str(matrix_files["good"]), "--out", str(tmp_path / "o"),
+                             "--ray", "local", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    lines = lines_of(proc)
+    victims: list[int] = []
+
+    def a_cell_is_running() -> bool:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::build_cell"):
+                    victims.append(int(pid))
+                    return True
+            except OSError:
+                continue
+        return False
+
+    wait_until(a_cell_is_running, proc)
+    os.kill(victims[0], signal.SIGKILL)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    proc.wait(timeout=600)
+    err = "".join(lines)
+    doc = json.loads(stdout)  # nothing but the JSON on stdout
+    assert proc.returncode == 0 and len(doc["results"]) == 4 and doc["failed"] == [], err
+    assert "A worker died or was killed while executing a task" in err  # Ray's line, on stderr
+
+
+def test_a_cell_built_from_inputs_changed_meanwhile_says_so(tmp_path: Path) -> None:
+    """Same edgeopt and tools on the node, another content key: the inputs moved under the matrix (not a lock to
+    install)."""
+    from edgeopt import __version__
+    from edgeopt.build.pipeline import tool_versions
+    from edgeopt.build.ray_cells import land
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    (tmp_path / "m.yaml").write_text("profiles: [fp32]\nmodels:\n  - {name: m, path: m.onnx}\n")
+    (cell,) = expand(load_matrix(tmp_path / "m.yaml"), tmp_path / "out")
+    cell.key = "the key the driver computed"
+    recorder = Recorder()
+    doc = {"ok": True, "node": "n1", "seconds": 1.0,
+           "manifest": {"build_key": "another", "edgeopt_version": __version__, "tools": tool_versions()}}
+    outcome = land(cell, doc, recorder, 1.0)
+    assert outcome.result is None and recorder.events == [("failed", "m/local/fp32")]
+    assert outcome.error is not None and outcome.error.startswith("its inputs changed while the matrix ran (")
+    assert str(tmp_path / "m.onnx") in outcome.error and "constraints.txt" not in outcome.error
+    other = {**doc, "manifest": {**doc["manifest"], "tools": {**tool_versions(), "tensorflow": "0.0"}}}
+    assert "tensorflow 0.0 there vs" in (land(cell, other, recorder, 1.0).error or "")
+    assert not (tmp_path / "out").exists()
+
+
 def test_ray_flags_errors_are_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
@@ -385,6 +491,15 @@ def test_ray_flags_errors_are_one_line(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert auto.returncode == 3 and auto.stderr.count("\n") == 1, auto.stderr
     assert "--ray auto: no running Ray cluster found" in auto.stderr and "ray start --head" in auto.stderr
+    # RAY_ADDRESS naming a port where nothing listens: said at once (Ray itself retries for minutes)
+    from pg import free_port
+
+    t0 = time.monotonic()
+    nowhere = subprocess.run([*EDGEOPT, "build", "-p", "fp32", "--ray", "auto", "--out", str(tmp_path), "--force"],
+                             capture_output=True, text=True, env={**env, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"},
+                             cwd=tmp_path, timeout=120)
+    assert nowhere.returncode == 3 and nowhere.stderr.count("\n") == 1, nowhere.stderr
+    assert "--ray auto: nothing answers at RAY_ADDRESS=127.0.0.1:" in nowhere.stderr and time.monotonic() - t0 < 60
     missing = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None\n"
                               "from edgeopt.cli.main import main\n"
                               f"sys.exit(main(['build', '-p', 'fp32', '--ray', 'local', '--out', {str(tmp_path)!r}]))"],

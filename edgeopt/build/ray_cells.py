@@ -26,15 +26,19 @@ import io
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgeopt import __version__
 from edgeopt.artifacts.files import sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
 from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, fail, heaviest_first, internal_line
@@ -66,24 +70,54 @@ def ray_session(mode: str, num_cpus: int | None = None) -> Iterator[Any]:
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    on_term = signal.getsignal(signal.SIGTERM)
     if mode == "local":
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     else:
+        address = os.environ.get("RAY_ADDRESS")
+        check_address(address)
         try:
             ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, RuntimeError) as exc:
-            address = os.environ.get("RAY_ADDRESS")
             where = f"at RAY_ADDRESS={address}" if address else "on this machine"
+            reason = " ".join(str(exc).split())[:200]
+            if "auth" in reason.lower():
+                raise RemoteError(f"--ray auto: the Ray cluster {where} refused this driver ({reason})",
+                                  "a cluster started with token authentication needs it here too: export "
+                                  "RAY_AUTH_MODE=token (docs/scale.md)") from exc
             raise RemoteError(f"--ray auto: no running Ray cluster found {where}",
                               "start one (`ray start --head` here, `ray start --address HEAD:6379` on the "
                               "workers; docs/scale.md) or use --ray local") from exc
+    if threading.current_thread() is threading.main_thread():  # Ray's own SIGTERM handler dumps a stack trace
+        signal.signal(signal.SIGTERM, on_term)
+    stdout, sys.stdout = sys.stdout, sys.stderr  # Ray prints its raylet's messages to stdout: keep --json clean
     try:
         yield ray
     finally:
-        if mode == "local":
-            stop_autoscaler_monitor(ray)
-        ray.shutdown()
+        try:
+            if mode == "local":
+                stop_autoscaler_monitor(ray)
+            ray.shutdown()
+        finally:
+            sys.stdout = stdout
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """``RAY_ADDRESS=host:port`` with nothing listening there is said at once: Ray itself retries for minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.partition("://")[2 if "://" in address else 0].rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RemoteError(f"--ray auto: nothing answers at RAY_ADDRESS={address} "
+                          f"({exc.strerror or type(exc).__name__})",
+                          "start the cluster there (`ray start --head --port PORT`), fix RAY_ADDRESS, or use "
+                          "--ray local") from exc
 
 
 # --- a local Ray's start and stop ---------------------------------------------------------------------------
@@ -192,16 +226,23 @@ def task_threads() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
-def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None = None) -> dict[str, Any]:
+def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None = None,
+               scratch_root: str | None = None) -> dict[str, Any]:
     """Runs ON A RAY WORKER: the pipeline for one target x one profile, in a scratch directory. Returns the
-    cell's directory (tar bytes, or its path under ``shared_dir``), its manifest, or the failure's one line."""
+    cell's directory (tar bytes, or its path under ``shared_dir``), its manifest, or the failure's one line.
+    ``scratch_root`` (a local Ray: the driver's, removed when it stops Ray) holds every temporary file of the
+    task, so a worker killed mid-cell leaves nothing behind in the temp directory."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     threads = task_threads()
     for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # read once, at TensorFlow's import
         os.environ.setdefault(var, str(threads))
     t0 = time.perf_counter()
     node = socket.gethostname()
-    scratch = Path(tempfile.mkdtemp(prefix=".edgeopt-cell-", dir=shared_dir))
+    root = scratch_root if scratch_root and Path(scratch_root).is_dir() else None
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    if root:
+        tempfile.tempdir = os.environ["TMPDIR"] = root  # this process's and its children's temporary files
+    scratch = Path(tempfile.mkdtemp(prefix=".edgeopt-cell-", dir=shared_dir or root))
     keep = False
     try:
         local_req, moved = localise(req, shipped)
@@ -222,6 +263,9 @@ def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
+        if root:
+            tempfile.tempdir = saved[0]
+            os.environ.pop("TMPDIR") if saved[1] is None else os.environ.update(TMPDIR=saved[1])
 
 
 def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float) -> CellOutcome:
@@ -234,7 +278,12 @@ def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float)
         mine = tool_versions()
         theirs = manifest.get("tools") or {}
         diff = ", ".join(f"{k} {theirs.get(k)} there vs {v} here" for k, v in mine.items() if theirs.get(k) != v)
-        return fail(cell, f"built on {node} under another content key ({diff or 'edgeopt or its inputs differ'}) "
+        if not diff and manifest.get("edgeopt_version") == __version__:  # same code: the inputs moved under it
+            inputs = ", ".join(str(getattr(cell.request, n)) for n in INPUT_FIELDS
+                               if getattr(cell.request, n) and Path(str(getattr(cell.request, n))).exists())
+            return fail(cell, f"its inputs changed while the matrix ran ({inputs}: built from other content than "
+                              "was keyed) — rerun once they are written", wall, progress, sent=True)
+        return fail(cell, f"built on {node} under another content key ({diff or 'another edgeopt version there'}) "
                           "— install the same lock (constraints.txt) on every node", wall, progress, sent=True)
     try:
         with staged_directory(cell.directory) as stage:
@@ -260,7 +309,7 @@ def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float)
 
 
 def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress, shared_dir: str | None = None,
-               ship: bool = True) -> list[CellOutcome]:
+               ship: bool = True, scratch_root: str | None = None) -> list[CellOutcome]:
     """One task per cell, as many in flight as the cluster has CPUs (so "started" means running), the longest
     expected first (:func:`edgeopt.build.matrix.heaviest_first`). ``ship=False``: the inputs go by path only (a
     local Ray)."""
@@ -273,7 +322,7 @@ def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress, shared_dir
         while queue and len(pending) < slots:
             cell = queue.pop(0)
             mine = [shipped[s] for s in (getattr(cell.request, n) for n in INPUT_FIELDS) if s in shipped]
-            pending[task.remote(cell.request, mine, shared_dir)] = (cell, time.perf_counter())
+            pending[task.remote(cell.request, mine, shared_dir, scratch_root)] = (cell, time.perf_counter())
             progress.started(cell, "ray")
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
@@ -299,18 +348,26 @@ class RayRunner:
         self.mode, self.shared_dir, self.num_cpus = mode, shared_dir, num_cpus
         self._session: Any = None  # the entered ray_session
         self._ray: Any = None
+        self._scratch: str | None = None  # a local Ray's workers' temporary files, removed after it stops
 
     def prepare(self) -> None:
         if self._session is None:
             session = ray_session(self.mode, self.num_cpus)
             self._ray = session.__enter__()
             self._session = session
+            if self.mode == "local":
+                self._scratch = tempfile.mkdtemp(prefix="edgeopt-ray-scratch-")
 
     def close(self) -> None:
         """Stop (local) or leave (auto) Ray if it was started; again is a no-op."""
         session, self._session = self._session, None
-        if session is not None:
-            session.__exit__(None, None, None)
+        try:
+            if session is not None:
+                session.__exit__(None, None, None)
+        finally:
+            scratch, self._scratch = self._scratch, None
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def __call__(self, cells: list[Cell], progress: MatrixProgress) -> list[CellOutcome]:
         try:
@@ -318,7 +375,8 @@ class RayRunner:
             ray = self._ray
             progress.note(f"Ray: {len(cells)} cell(s) to build on {int(ray.cluster_resources().get('CPU', 0))} "
                           f"CPU(s) ({'started here' if self.mode == 'local' else 'joined'})")
-            return run_on_ray(ray, cells, progress, self.shared_dir, ship=self.mode != "local")
+            return run_on_ray(ray, cells, progress, self.shared_dir, ship=self.mode != "local",
+                              scratch_root=self._scratch)
         finally:
             self.close()
 

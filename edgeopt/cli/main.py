@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import sys
 from typing import Any, NoReturn, Sequence
 
@@ -43,6 +44,16 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM does what Ctrl-C does at that moment (whatever handles SIGINT: a bench cancels its devices and
+    stores the run as interrupted, elsewhere KeyboardInterrupt): staging directories are removed, one line."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(words)
@@ -50,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = mask_url(shlex.join(["edgeopt", *words]))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(message)s")
+    if argv is None:  # the command itself, not a caller's process: SIGTERM (a CI job cancelled) as Ctrl-C
+        signal.signal(signal.SIGTERM, terminate_as_interrupt)
     try:
         return int(args.func(args) or 0)
     except EdgeoptError as exc:
