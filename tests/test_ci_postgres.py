@@ -13,7 +13,9 @@ agent and LiteRT measuring the example's real artifacts. No mocks.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -295,3 +297,41 @@ def test_server_restarted_between_commands_and_between_writes(private_server: Pg
         assert run["status"] == "complete" and run["tags"] == ["main"]
         assert len(store.results(third["run_id"])) == 2
     assert sql(url, "SELECT count(*), count(DISTINCT result_id) FROM results") == [(4, 4)]
+
+
+def test_a_frozen_server_cannot_hold_a_run_interrupted_twice(private_server: PgServer, built: Path, tmp_path: Path):
+    """The server's processes stopped (not gone: the kernel still acknowledges, so no TCP timeout fires) while a
+    result is being written: the writer holds the store's lock and waits. Ctrl-C twice must still end the command,
+    within seconds, saying why; a first Ctrl-C alone waits (it stops the devices, then finishes the run)."""
+    server = private_server
+    url = server.new_database()
+    open_store(tmp_path / "r", url).close()  # the tables, for wait_for's query
+    slow = write_lab(tmp_path, "rack-frozen", ["f1", "f2"], built / "out", ["fp32", "int8"], min_seconds=2.0,
+                     runs=100)
+    proc = subprocess.Popen(ci_cmd(slow, url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    wait_for(url, RUNNING, 1, proc)  # a result stored: the run is under way
+    pid = server.pid()
+    frozen = [pid, *(int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                                                     text=True).stdout.split())]
+    try:
+        for victim in frozen:
+            os.kill(victim, signal.SIGSTOP)
+        time.sleep(5.0)  # the next result (a cell every ~2 s) is now waiting on the frozen server
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        for victim in frozen:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert waited < 30 and "edgeopt: interrupted twice; still stuck 10 s later" in err, err

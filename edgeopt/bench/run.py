@@ -4,6 +4,7 @@ transport each), store every result as soon as it exists."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import signal
 import threading
@@ -135,16 +136,39 @@ class Collector:
             return list(self._docs)
 
 
+HARD_STOP_S = 10.0
+HARD_STOP = {"enabled": False}  # never in a library caller's process (a test, a notebook): it would end it
+
+
+def enable_hard_stop() -> None:
+    """The ``edgeopt`` command owns its process: a twice-interrupted run may end it (:func:`cancel_on_sigint`)."""
+    HARD_STOP["enabled"] = True
+
+
+def hard_stop() -> None:
+    """The second Ctrl-C's last resort: what was committed stays (every store write is one transaction)."""
+    os.write(2, f"edgeopt: interrupted twice; still stuck {HARD_STOP_S:.0f} s later (a results store or device not "
+                "answering), stopped without finishing the run — it stays unfinished in the store\n".encode())
+    os._exit(130)
+
+
 @contextmanager
 def cancel_on_sigint(cancel: threading.Event) -> Iterator[None]:
     """While inside: the first Ctrl-C (SIGINT) sets ``cancel`` (the workers stop and kill what runs on their
-    devices); a second one raises ``KeyboardInterrupt`` as usual. Only in the main thread (signals go there)."""
+    devices); a second one raises ``KeyboardInterrupt`` as usual, and (in the ``edgeopt`` command's own process:
+    :func:`enable_hard_stop`) if the process is still there :data:`HARD_STOP_S` later (its clean-up waiting on
+    something that does not answer: a results store's server frozen mid-write holds the store's lock), it exits
+    130 at once, saying so. Only in the main thread (signals go there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if cancel.is_set():
+            if HARD_STOP["enabled"]:
+                timer = threading.Timer(HARD_STOP_S, hard_stop)
+                timer.daemon = True
+                timer.start()
             raise KeyboardInterrupt
         cancel.set()
 

@@ -69,8 +69,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from edgeopt.bench import bench
+    from edgeopt.bench.run import enable_hard_stop
     from edgeopt.cli.lines import BenchLineProgress
 
+    if getattr(args, "own_process", False):
+        enable_hard_stop()
     opts = _options_from_args(args)
     err = Console(stderr=True, highlight=False)
     if args.json or not err.is_terminal:

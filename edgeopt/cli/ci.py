@@ -10,12 +10,15 @@ from edgeopt.cli.args import positive_int
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
+    from edgeopt.bench.run import enable_hard_stop
     from edgeopt.ci import ERROR, INVALID, CIOptions, run_ci
     from edgeopt.ci.gate import REGRESSION
     from edgeopt.cli.lines import CILineProgress
     from edgeopt.report.markdown import markdown_summary
     from edgeopt.report.write import write_reports
 
+    if getattr(args, "own_process", False):
+        enable_hard_stop()
     opts = CIOptions(
         lab=Path(args.lab), baseline=args.baseline, tag=[t for item in args.tag or [] for t in item.split(",") if t],
         results=args.results, store=args.store, artifacts=args.artifacts, runs=args.runs, warmup=args.warmup,

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = mask_url(shlex.join(["edgeopt", *words]))
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(message)s")
-    if argv is None:  # the command itself, not a caller's process: SIGTERM (a CI job cancelled) as Ctrl-C
+    args.own_process = argv is None  # the command itself, not a caller's process (then a bench/ci may end it)
+    if argv is None:  # SIGTERM (a CI job cancelled) as Ctrl-C
         signal.signal(signal.SIGTERM, terminate_as_interrupt)
     try:
         return int(args.func(args) or 0)
