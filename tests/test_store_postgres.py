@@ -224,6 +224,8 @@ def test_server_killed_mid_run_is_exit_3_and_nothing_half_written(tmp_path: Path
             assert all(r["results"] == 20 for r in batches)  # no run with part of its results
             live = store.results("live")
             assert len(live) >= 29 and all(d["valid"] and d["run_id"] == "live" for d in live)
+            copies = {p.stem for p in (tmp_path / "results" / "live").glob("*.json") if p.name != "run.json"}
+            assert copies <= {d["result_id"] for d in live}  # no JSON copy of a result the store never got
             status = {r["run_id"]: r["status"] for r in store.runs(limit=100_000)}
             assert status["live"] == "abandoned"  # never marked complete by the dead writer, and it is gone
     finally:

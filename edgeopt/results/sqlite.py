@@ -202,11 +202,11 @@ class Store:
 
     def add_result(self, doc: dict[str, Any]) -> Path:
         """Store one result document (one transaction: the row is all there or not at all); returns the path of
-        its JSON copy."""
+        its JSON copy, written once the row is committed (never a copy of a result the store did not get)."""
         path = self.run_dir(doc["run_id"]) / f"{safe_name(doc['result_id'])}.json"
-        self._write_json(path, doc)
         with self._lock, self._tx():
             self._run(self.UPSERT, result_columns(doc))
+        self._write_json(path, doc)
         return path
 
     def finish_run(self, run_id: str, finished_at: str, status: str, summary: dict[str, Any] | None = None) -> None:
