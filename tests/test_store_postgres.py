@@ -108,6 +108,21 @@ def test_unreachable_server_is_exit_3_with_the_password_masked(tmp_path: Path):
     assert proc.returncode == 3, proc.stderr
     assert "cannot reach results store" in proc.stderr and "s3cret" not in proc.stderr + proc.stdout
     assert not any(p.name.startswith("postgres") for p in tmp_path.rglob("*"))
+    # edgeopt ci cannot judge anything: exit 3, and its JUnit and summary files say why (a dashboard reads them)
+    import xml.etree.ElementTree as ET
+
+    ci = subprocess.run([str(ROOT / ".venv/bin/edgeopt"), "ci", "--lab", str(ROOT / "examples" / "lab.yaml"),
+                         "--store", url, "--junit", str(tmp_path / "ci" / "junit.xml"), "--summary",
+                         str(tmp_path / "ci" / "summary.md"), "--html", str(tmp_path / "ci" / "report.html")],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ci.returncode == 3 and "cannot reach results store" in ci.stderr, ci.stderr
+    suites = ET.parse(tmp_path / "ci" / "junit.xml").getroot()
+    (error,) = suites.iter("error")
+    assert suites.get("errors") == "1" and "cannot reach results store postgresql://edgeopt:***@" in error.get("message")
+    summary = (tmp_path / "ci" / "summary.md").read_text()
+    assert "not judged (exit 3)" in summary and "cannot reach results store" in summary
+    assert not (tmp_path / "ci" / "report.html").exists()  # no verdict, no report pretending to be one
+    assert "s3cret" not in (tmp_path / "ci" / "junit.xml").read_text() + summary + ci.stderr
 
 
 def test_passwords_are_masked_however_they_are_written():

@@ -14,8 +14,9 @@ def cmd_ci(args: argparse.Namespace) -> int:
     from edgeopt.ci import ERROR, INVALID, CIOptions, run_ci
     from edgeopt.ci.gate import REGRESSION
     from edgeopt.cli.lines import CILineProgress
+    from edgeopt.errors import EdgeoptError
     from edgeopt.report.markdown import markdown_summary
-    from edgeopt.report.write import write_reports
+    from edgeopt.report.write import write_aborted, write_reports
 
     if getattr(args, "own_process", False):
         enable_hard_stop()
@@ -24,7 +25,11 @@ def cmd_ci(args: argparse.Namespace) -> int:
         results=args.results, store=args.store, artifacts=args.artifacts, runs=args.runs, warmup=args.warmup,
         retries=args.retries, threads=args.threads, infra_errors_fail=args.infra_errors_fail, job=args.job,
         ssh_config=args.ssh_config, build=not args.no_build, command=args.command_line)
-    result = run_ci(opts, CILineProgress(verbose=args.verbose))
+    try:
+        result = run_ci(opts, CILineProgress(verbose=args.verbose))
+    except EdgeoptError as exc:  # no verdict: the JUnit/summary files still say why (CI dashboards read them)
+        write_aborted(Path(args.lab).stem, exc.one_line(), exc.exit_code, junit=args.junit, summary=args.summary)
+        raise
     write_reports(result, junit=args.junit, summary=args.summary, html=args.html, json_out=args.json)
     if not args.quiet:
         print(markdown_summary(result))
@@ -42,7 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser("ci", help="run a model x profile x device matrix on a lab and gate on regressions",
                        description="Build, measure on every lab device (in parallel, each device locked), compare "
                                    "with a baseline (Mann-Whitney U + bootstrap CI + minimum effect), write "
-                                   "reports. Exit 0 pass, 1 regression, 2 infrastructure error.")
+                                   "reports. Exit 0 pass, 1 regression, 2 infrastructure error, 3 results store "
+                                   "unreachable (the JUnit and summary files then say why).")
     c.add_argument("--lab", required=True, metavar="LAB.YAML", help="the lab: devices, models, profiles, gates")
     c.add_argument("--baseline", metavar="REF",
                    help="run id, tag (e.g. main), latest-passing (default), latest, or a JSON export")

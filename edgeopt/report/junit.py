@@ -62,3 +62,17 @@ def junit_xml(result: Any) -> str:
     root.set("time", f"{total_time:.3f}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def aborted_junit(lab: str, message: str, exit_code: int) -> str:
+    """The JUnit XML of a run that could not be judged at all (the results store unreachable, the lab invalid,
+    the run interrupted): one ``<error>`` case saying why, so a CI dashboard shows the reason, not a missing file."""
+    root = ET.Element("testsuites", name=f"edgeopt ci {lab}", tests="1", failures="0", errors="1", skipped="0",
+                      time="0.000")
+    suite = ET.SubElement(root, "testsuite", name=f"{lab}/run", tests="1", failures="0", errors="1", skipped="0",
+                          time="0.000")
+    case = ET.SubElement(suite, "testcase", classname=f"edgeopt.{lab}", name="run", time="0.000")
+    el = ET.SubElement(case, "error", message=message, type=f"exit-{exit_code}")
+    el.text = message
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

@@ -28,3 +28,16 @@ def write_reports(result: CIResult, *, junit: Path | None = None, summary: Path 
     write(summary, lambda: markdown_summary(result))
     write(html, lambda: html_report(result))
     write(json_out, lambda: json.dumps(result.to_json(), indent=1))
+
+
+def write_aborted(lab: str, message: str, exit_code: int, *, junit: Path | None = None,
+                  summary: Path | None = None) -> None:
+    """A run that ended before any verdict (``message``: its one line): a JUnit error case and a summary saying
+    so, where asked for (the HTML and JSON reports need a verdict and are not written)."""
+    from edgeopt.report.junit import aborted_junit
+
+    for path, text in ((junit, aborted_junit(lab, message, exit_code)),
+                       (summary, f"## edgeopt ci {lab}: not judged (exit {exit_code})\n\n{message}\n")):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(path), text.encode("utf-8"))
