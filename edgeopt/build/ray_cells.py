@@ -107,7 +107,7 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     """``RAY_ADDRESS=host:port`` with nothing listening there is said at once: Ray itself retries for minutes."""
     if not address or address in ("auto", "local"):
         return
-    host, _, port = address.partition("://")[2 if "://" in address else 0].rpartition(":")
+    host, _, port = address.split("://")[-1].rpartition(":")
     if not port.isdigit():
         return
     try:

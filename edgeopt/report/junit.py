@@ -75,4 +75,4 @@ def aborted_junit(lab: str, message: str, exit_code: int) -> str:
     el = ET.SubElement(case, "error", message=message, type=f"exit-{exit_code}")
     el.text = message
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

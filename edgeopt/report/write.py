@@ -14,12 +14,6 @@ def write_reports(result: CIResult, *, junit: Path | None = None, summary: Path 
                   html: Path | None = None, json_out: Path | None = None) -> None:
     """JUnit XML, the Markdown summary, the self-contained HTML report and the JSON export (a baseline file),
     each only when its path is given."""
-
-    def write(path: Path | None, render: Callable[[], str]) -> None:
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(path), render().encode("utf-8"))
-
     from edgeopt.report.html import html_report
     from edgeopt.report.junit import junit_xml
     from edgeopt.report.markdown import markdown_summary
@@ -36,8 +30,12 @@ def write_aborted(lab: str, message: str, exit_code: int, *, junit: Path | None 
     so, where asked for (the HTML and JSON reports need a verdict and are not written)."""
     from edgeopt.report.junit import aborted_junit
 
-    for path, text in ((junit, aborted_junit(lab, message, exit_code)),
-                       (summary, f"## edgeopt ci {lab}: not judged (exit {exit_code})\n\n{message}\n")):
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(path), text.encode("utf-8"))
+    write(junit, lambda: aborted_junit(lab, message, exit_code))
+    write(summary, lambda: f"## edgeopt ci {lab}: not judged (exit {exit_code})\n\n{message}\n")
+
+
+def write(path: Path | None, render: Callable[[], str]) -> None:
+    """``render()`` into ``path`` atomically, when a path is given."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(path), render().encode("utf-8"))

@@ -59,7 +59,11 @@ def copy_history(src: Store | str | Path, dst: Store | str | Path, *, results_di
             if file_home(src) is not None:
                 exc.hint = "give the store to copy from: a SQLite file edgeopt wrote (e.g. results/edgeopt.sqlite)"
             raise
-        _copy(source, src, dst, home, report)
+        try:
+            _copy(source, dst, home, report)
+        finally:
+            if source is not src:
+                source.close()
     return report
 
 
@@ -68,26 +72,22 @@ def file_home(spec: Store | str | Path) -> Path | None:
     return None if isinstance(spec, Store) or is_url(str(spec)) else Path(str(spec)).parent
 
 
-def _copy(source: Store, src: Store | str | Path, dst: Store | str | Path, home: Path, report: CopyReport) -> None:
+def _copy(source: Store, dst: Store | str | Path, home: Path, report: CopyReport) -> None:
+    target = dst if isinstance(dst, Store) else open_store(home, dst, create=True)
     try:
-        target = dst if isinstance(dst, Store) else open_store(home, dst, create=True)
-        try:
-            for run in reversed(source.runs(limit=ALL_RUNS)):  # oldest first: the destination's order follows
-                doc = source.run(run["run_id"])
-                results = source.results(run["run_id"])
-                outcome = target.import_run(doc, results)
-                if outcome == "skipped":
-                    report.skipped += 1
-                    continue
-                report.runs += outcome == "copied"
-                report.updated += outcome == "updated"
-                report.results += len(results)
-                report.copied.append(run["run_id"])
-                if source.status(doc) == "running":
-                    report.running.append(run["run_id"])
-        finally:
-            if target is not dst:
-                target.close()
+        for run in reversed(source.runs(limit=ALL_RUNS)):  # oldest first: the destination's order follows
+            doc = source.run(run["run_id"])
+            results = source.results(run["run_id"])
+            outcome = target.import_run(doc, results)
+            if outcome == "skipped":
+                report.skipped += 1
+                continue
+            report.runs += outcome == "copied"
+            report.updated += outcome == "updated"
+            report.results += len(results)
+            report.copied.append(run["run_id"])
+            if source.status(doc) == "running":
+                report.running.append(run["run_id"])
     finally:
-        if source is not src:
-            source.close()
+        if target is not dst:
+            target.close()
