@@ -214,6 +214,8 @@ def test_cli_matrix_cached_run_sends_nothing_and_a_failed_cell_exits_1(matrix_fi
         ("mnist", "fp32", False), ("tiny", "fp32", False)]
     assert "edgeopt: error: cell broken/local/fp32 failed: " in first.stderr
     assert (out / "mnist" / "local" / "fp32" / "manifest.json").is_file()
+    # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (printed by C++ on fd 2) is kept out
+    assert "XNNPACK" not in first.stderr and not any(x.startswith("INFO:") for x in first.stderr.splitlines())
 
     before = ray_processes()
     second = subprocess.run([*EDGEOPT, "build", "--matrix", str(matrix_files["good"]), "-p", "fp32", "--out", str(out),

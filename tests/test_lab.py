@@ -41,6 +41,8 @@ def test_lab_loads_into_typed_objects(tmp_path):
     (LAB.replace("profiles: fp32,int8", "profiles: fp32,int9"), "profiles: unknown profile 'int9'"),
     (LAB.replace("devices:", "device:"), "unknown field"),
     (LAB.replace("{name: mnist, path: example}", "{name: 'bad name', path: example}"), "models.0.name"),
+    (LAB + "results: {stor: db.sqlite}\n", "results: unknown field 'stor'"),
+    (LAB + "store: a.sqlite\nresults: {store: b.sqlite}\n", "store is given twice"),
 ])
 def test_lab_errors_name_file_and_field(tmp_path, text, expected):
     path = tmp_path / "lab.yaml"
@@ -51,6 +53,17 @@ def test_lab_errors_name_file_and_field(tmp_path, text, expected):
     assert str(path) in line and expected in line, line
     if "min_efect" in text:
         assert "did you mean 'min_effect'?" in line
+
+
+def test_results_section_holds_the_directory_and_the_store(tmp_path):
+    """``results: {dir, store}`` (the issue's ``results.store``) is the same as ``results:`` and ``store:``."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB + "results: {dir: runs, store: postgresql://ci@db.lab/edgeopt}\n")
+    lab = load_lab(path)
+    assert (lab.results, lab.store) == ("runs", "postgresql://ci@db.lab/edgeopt")
+    path.write_text(LAB + "results: {store: history.sqlite}\n")
+    lab = load_lab(path)
+    assert (lab.results, lab.path(lab.store)) == ("results", str(tmp_path / "history.sqlite"))
 
 
 def test_missing_lab_file(tmp_path):

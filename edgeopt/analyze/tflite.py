@@ -7,13 +7,34 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.tf_env import native_stderr_silenced
+
+_delegate_announced = False
+
 
 def interpreter(model: bytes | str, threads: int = 1) -> Any:
+    """A LiteRT interpreter, not yet allocated (allocating applies the default delegate, which changes the op
+    list). LiteRT prints ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` to fd 2 the first time a
+    process applies that delegate, a line with nothing for the user: so the first time, a throw-away copy is
+    allocated with native stderr silenced. A model that fails to allocate raises, with its reason, when the
+    caller allocates it."""
+    global _delegate_announced
     from ai_edge_litert.interpreter import Interpreter
 
-    if isinstance(model, bytes):
-        return Interpreter(model_content=model, num_threads=threads)
-    return Interpreter(model_path=model, num_threads=threads)
+    def make() -> Any:
+        if isinstance(model, bytes):
+            return Interpreter(model_content=model, num_threads=threads)
+        return Interpreter(model_path=model, num_threads=threads)
+
+    it = make()
+    if not _delegate_announced:
+        with native_stderr_silenced():
+            try:
+                make().allocate_tensors()
+                _delegate_announced = True
+            except (RuntimeError, ValueError):
+                pass
+    return it
 
 
 def tensor_io(detail: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,8 @@ def format_validation(path: Path, exc: ValidationError) -> str:
             msg = "required field is missing"
         elif err["type"] == "finite_number":
             msg = "must be a finite number (not NaN or Inf)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         parts.append(f"{field}: {_short(msg, 200, quote=False)}")
     if len(errors) > MAX_ERRORS_SHOWN:
         parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")

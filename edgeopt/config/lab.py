@@ -131,6 +131,24 @@ class Lab(StrictModel):
     infra_errors_fail: bool = True  # infrastructure errors make the job fail (exit 2)
     source_file: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _results_section(cls, data: Any) -> Any:
+        """``results: {dir: DIR, store: FILE|URL}`` is the same as ``results: DIR`` and ``store: FILE|URL``."""
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+            return data
+        section = dict(data["results"])
+        unknown = sorted(str(k) for k in section if k not in ("dir", "store"))
+        if unknown:
+            raise ValueError(f"results: unknown field {unknown[0]!r} (a mapping holds dir and store; or write "
+                             "results: DIR and store: FILE|URL)")
+        if "store" in section and data.get("store") is not None:
+            raise ValueError("the results store is given twice (store: and results.store:): keep one")
+        data = {**data, "results": section.get("dir", "results")}
+        if "store" in section:
+            data["store"] = section["store"]
+        return data
+
     @field_validator("profiles", mode="before")
     @classmethod
     def _split_profiles(cls, value: Any) -> Any:
