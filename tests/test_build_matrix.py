@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,7 +236,8 @@ def test_a_node_without_the_input_path_gets_it_by_content(matrix_files: dict[str
     import shutil
 
     from edgeopt.build.matrix import KeyPlanner, Matrix, MatrixModel
-    from edgeopt.build.ray_cells import build_cell, land, ray_session, ship_inputs
+    from edgeopt.build.ray_cells import build_cell, land, ship_inputs
+    from edgeopt.build.ray_session import ray_session
 
     src = tmp_path / "models"
     src.mkdir()
@@ -278,7 +280,7 @@ def test_local_ray_stops_its_autoscaler_monitor_before_the_gcs() -> None:
     """ray.shutdown() stops the GCS before the autoscaler monitor, whose SIGTERM handler then waits for the gone
     GCS until Ray kills it a second later; a local Ray's monitor is stopped first (through Ray's private node
     object: this test says so when a Ray upgrade moves it), and Ray goes on working without it."""
-    from edgeopt.build.ray_cells import ray_session, stop_autoscaler_monitor
+    from edgeopt.build.ray_session import ray_session, stop_autoscaler_monitor
 
     before, monitors = ray_processes(), autoscaler_monitors()
     with ray_session("local") as ray:
@@ -461,6 +463,9 @@ def test_a_killed_worker_is_retried_and_json_stays_clean(matrix_files: dict[str,
     doc = json.loads(stdout)  # nothing but the JSON on stdout
     assert proc.returncode == 0 and len(doc["results"]) == 4 and doc["failed"] == [], err
     assert "A worker died or was killed while executing a task" in err  # Ray's line, on stderr
+    # the cell is sent again once, and the user is told which one and why
+    assert re.search(r"\S+/local/\S+: its Ray worker was lost \(WorkerCrashedError\) after [0-9.]+ s; sending it "
+                     r"again \(attempt 2 of 2\)", err), err
 
 
 def test_a_cell_built_from_inputs_changed_meanwhile_says_so(tmp_path: Path) -> None:

@@ -16,124 +16,32 @@ Where things go (docs/scale.md):
 - a task's failure comes back as its one line; the other cells go on. A node whose tool versions differ from the
   driver's makes artifacts under another content key: that cell fails, naming the versions.
 
-Ray is optional (``pip install 'edgeopt[ray]'``) and imported only here, only when ``--ray`` is given.
+Ray is optional (``pip install 'edgeopt[ray]'``): started, joined and stopped by :mod:`edgeopt.build.ray_session`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import os
 import shutil
-import signal
 import socket
-import sys
 import tarfile
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgeopt import __version__
 from edgeopt.artifacts.files import sha256_tree, staged_directory
 from edgeopt.artifacts.manifest import Manifest
 from edgeopt.build.matrix import Cell, CellOutcome, MatrixProgress, fail, heaviest_first, internal_line
 from edgeopt.build.pipeline import BuildRequest, BuildResult, build, tool_versions
-from edgeopt.errors import ConfigError, EdgeoptError, OutputError, RemoteError
+from edgeopt.build.ray_session import MODES, import_ray, ray_session
+from edgeopt.errors import ConfigError, EdgeoptError, OutputError
 
-MODES = ("local", "auto")
 INPUT_FIELDS = ("model", "data", "eval", "train")
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(f"--ray needs Ray, which is not installed ({exc.name or exc})",
-                          "install the extra: pip install 'edgeopt[ray]' -c constraints.txt") from exc
-    return ray
-
-
-@contextmanager
-def ray_session(mode: str, num_cpus: int | None = None) -> Iterator[Any]:
-    """Ray for the duration of the block: ``local`` starts one on this machine (all its CPUs unless
-    ``num_cpus``; loopback, no dashboard, no usage report) and stops it after; ``auto`` joins the running
-    cluster (``RAY_ADDRESS`` or the one started with ``ray start``) and only disconnects."""
-    if mode not in MODES:
-        raise ConfigError(f"--ray {mode!r}: allowed {', '.join(MODES)}")
-    ray = import_ray()
-    if ray.is_initialized():  # the caller's own session (a test, a notebook): use it, leave it running
-        yield ray
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    on_term = signal.getsignal(signal.SIGTERM)
-    if mode == "local":
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
-    else:
-        address = os.environ.get("RAY_ADDRESS")
-        check_address(address)
-        try:
-            ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError) as exc:
-            where = f"at RAY_ADDRESS={address}" if address else "on this machine"
-            reason = " ".join(str(exc).split())[:200]
-            if "auth" in reason.lower():
-                raise RemoteError(f"--ray auto: the Ray cluster {where} refused this driver ({reason})",
-                                  "a cluster started with token authentication needs it here too: export "
-                                  "RAY_AUTH_MODE=token (docs/scale.md)") from exc
-            raise RemoteError(f"--ray auto: no running Ray cluster found {where}",
-                              "start one (`ray start --head` here, `ray start --address HEAD:6379` on the "
-                              "workers; docs/scale.md) or use --ray local") from exc
-    if threading.current_thread() is threading.main_thread():  # Ray's own SIGTERM handler dumps a stack trace
-        signal.signal(signal.SIGTERM, on_term)
-    stdout, sys.stdout = sys.stdout, sys.stderr  # Ray prints its raylet's messages to stdout: keep --json clean
-    try:
-        yield ray
-    finally:
-        try:
-            if mode == "local":
-                stop_autoscaler_monitor(ray)
-            ray.shutdown()
-        finally:
-            sys.stdout = stdout
-
-
-def check_address(address: str | None, timeout: float = 5.0) -> None:
-    """``RAY_ADDRESS=host:port`` with nothing listening there is said at once: Ray itself retries for minutes."""
-    if not address or address in ("auto", "local"):
-        return
-    host, _, port = address.split("://")[-1].rpartition(":")
-    if not port.isdigit():
-        return
-    try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise RemoteError(f"--ray auto: nothing answers at RAY_ADDRESS={address} "
-                          f"({exc.strerror or type(exc).__name__})",
-                          "start the cluster there (`ray start --head --port PORT`), fix RAY_ADDRESS, or use "
-                          "--ray local") from exc
-
-
-# --- a local Ray's start and stop ---------------------------------------------------------------------------
-def stop_autoscaler_monitor(ray: Any) -> None:
-    """Stop the local cluster's autoscaler monitor before ``ray.shutdown()``, which stops the GCS first: the
-    monitor's SIGTERM handler then tries to report to the gone GCS and is killed after a 1 s grace period (Ray
-    2.60; measured: 1.0 s of a 1.1-1.4 s shutdown). The monitor of a fixed local cluster scales nothing; killing it
-    is what Ray does after that second anyway. Private API, so any surprise leaves it to ``ray.shutdown()``."""
-    try:
-        node = ray._private.worker._global_node  # noqa: SLF001
-        for info in node.all_processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []):  # noqa: SLF001
-            if info.process.poll() is None:
-                info.process.kill()
-                info.process.wait(timeout=1)
-    except Exception:  # noqa: BLE001 - ray.shutdown() stops it the slow way
-        pass
 
 
 # --- inputs: by path where the node sees them, else by content --------------------------------------------
@@ -308,31 +216,45 @@ def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float)
     return CellOutcome(cell, result, None, wall, True, node)
 
 
+# what a lost worker or node raises (Ray's own retry would resend it without a word): one more attempt, said
+LOST_WORKER = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OutOfMemoryError")
+ATTEMPTS = 2
+
+
 def run_on_ray(ray: Any, cells: list[Cell], progress: MatrixProgress, shared_dir: str | None = None,
                ship: bool = True, scratch_root: str | None = None) -> list[CellOutcome]:
     """One task per cell, as many in flight as the cluster has CPUs (so "started" means running), the longest
     expected first (:func:`edgeopt.build.matrix.heaviest_first`). ``ship=False``: the inputs go by path only (a
     local Ray)."""
-    task = ray.remote(num_cpus=1, max_retries=1)(build_cell)
+    task = ray.remote(num_cpus=1, max_retries=0)(build_cell)  # a lost worker is sent again here, and said
+    lost = tuple(getattr(ray.exceptions, n) for n in LOST_WORKER if hasattr(ray.exceptions, n))
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shipped = ship_inputs(ray, cells, by_content=ship)
-    queue, outcomes = heaviest_first(cells), []
-    pending: dict[Any, tuple[Cell, float]] = {}
+    queue, outcomes = [(cell, 1) for cell in heaviest_first(cells)], []
+    pending: dict[Any, tuple[Cell, float, int]] = {}
     while queue or pending:
         while queue and len(pending) < slots:
-            cell = queue.pop(0)
+            cell, attempt = queue.pop(0)
             mine = [shipped[s] for s in (getattr(cell.request, n) for n in INPUT_FIELDS) if s in shipped]
-            pending[task.remote(cell.request, mine, shared_dir, scratch_root)] = (cell, time.perf_counter())
-            progress.started(cell, "ray")
+            pending[task.remote(cell.request, mine, shared_dir, scratch_root)] = (cell, time.perf_counter(), attempt)
+            if attempt == 1:
+                progress.started(cell, "ray")
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
-            cell, t0 = pending.pop(ref)
+            cell, t0, attempt = pending.pop(ref)
             try:
                 doc = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a worker or node lost: this cell fails, not the run
                 line = " ".join(str(exc).split())[:300]
-                outcomes.append(fail(cell, f"Ray task lost ({type(exc).__name__}: {line})", time.perf_counter() - t0,
-                                     progress, sent=True))
+                if isinstance(exc, lost) and attempt < ATTEMPTS:
+                    progress.note(f"{cell.label}: its Ray worker was lost ({type(exc).__name__}) after "
+                                  f"{time.perf_counter() - t0:.1f} s; sending it again (attempt {attempt + 1} of "
+                                  f"{ATTEMPTS})")
+                    queue.insert(0, (cell, attempt + 1))
+                    continue
+                tried = f", {attempt} attempts" if attempt > 1 else ""
+                outcomes.append(fail(cell, f"Ray task lost ({type(exc).__name__}{tried}: {line})",
+                                     time.perf_counter() - t0, progress, sent=True))
                 continue
             outcomes.append(land(cell, doc, progress, time.perf_counter() - t0))
     return outcomes
