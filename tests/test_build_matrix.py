@@ -468,6 +468,24 @@ def test_a_killed_worker_is_retried_and_json_stays_clean(matrix_files: dict[str,
                      r"again \(attempt 2 of 2\)", err), err
 
 
+def test_a_task_on_a_joined_cluster_removes_what_killed_workers_left(tmp_path: Path, monkeypatch) -> None:
+    """No driver-owned scratch directory on a joined cluster's nodes: each task's temporary files go under one
+    directory named after its worker's pid, and a later task removes those of workers that are gone."""
+    from edgeopt.build.ray_cells import TASK_ROOT, task_scratch_root
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{TASK_ROOT}{gone.stdout.strip()}-x1"
+    (dead / ".edgeopt-cell-y" / "edgeopt-export-z").mkdir(parents=True)
+    alive = tmp_path / f"{TASK_ROOT}{os.getppid()}-x2"  # a live worker's (this test's parent process)
+    alive.mkdir()
+    other = tmp_path / "edgeopt-ray-task-notapid"
+    other.mkdir()
+    root = Path(task_scratch_root())
+    assert root.parent == tmp_path and root.name.startswith(f"{TASK_ROOT}{os.getpid()}-") and root.is_dir()
+    assert not dead.exists() and alive.is_dir() and other.is_dir()
+
+
 def test_a_cell_built_from_inputs_changed_meanwhile_says_so(tmp_path: Path) -> None:
     """Same edgeopt and tools on the node, another content key: the inputs moved under the matrix (not a lock to
     install)."""

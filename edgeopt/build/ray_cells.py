@@ -134,22 +134,43 @@ def task_threads() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
+TASK_ROOT = "edgeopt-ray-task-"
+
+
+def task_scratch_root() -> str:
+    """A task on a joined cluster (no driver-owned scratch directory on its node): its temporary files go under
+    ``<tmp>/edgeopt-ray-task-<pid>-*``, removed when it ends; those a killed worker left (its pid gone, the
+    directory ours) are removed first."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"{TASK_ROOT}*"):
+        pid = old.name[len(TASK_ROOT):].split("-")[0]
+        try:
+            if not pid.isdigit() or old.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # alive under another user, or the directory just went
+            continue
+    return tempfile.mkdtemp(prefix=f"{TASK_ROOT}{os.getpid()}-", dir=base)
+
+
 def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None = None,
                scratch_root: str | None = None) -> dict[str, Any]:
     """Runs ON A RAY WORKER: the pipeline for one target x one profile, in a scratch directory. Returns the
     cell's directory (tar bytes, or its path under ``shared_dir``), its manifest, or the failure's one line.
-    ``scratch_root`` (a local Ray: the driver's, removed when it stops Ray) holds every temporary file of the
-    task, so a worker killed mid-cell leaves nothing behind in the temp directory."""
+    ``scratch_root`` (a local Ray: the driver's, removed when it stops Ray; else :func:`task_scratch_root`) holds
+    every temporary file of the task, so a worker killed mid-cell leaves nothing behind in the temp directory."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     threads = task_threads()
     for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # read once, at TensorFlow's import
         os.environ.setdefault(var, str(threads))
     t0 = time.perf_counter()
     node = socket.gethostname()
-    root = scratch_root if scratch_root and Path(scratch_root).is_dir() else None
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
-    if root:
-        tempfile.tempdir = os.environ["TMPDIR"] = root  # this process's and its children's temporary files
+    own_root = not (scratch_root and Path(scratch_root).is_dir())
+    root = task_scratch_root() if own_root else str(scratch_root)
+    tempfile.tempdir = os.environ["TMPDIR"] = root  # this process's and its children's temporary files
     scratch = Path(tempfile.mkdtemp(prefix=".edgeopt-cell-", dir=shared_dir or root))
     keep = False
     try:
@@ -171,9 +192,10 @@ def build_cell(req: BuildRequest, shipped: list[Shipped], shared_dir: str | None
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-        if root:
-            tempfile.tempdir = saved[0]
-            os.environ.pop("TMPDIR") if saved[1] is None else os.environ.update(TMPDIR=saved[1])
+        tempfile.tempdir = saved[0]
+        os.environ.pop("TMPDIR") if saved[1] is None else os.environ.update(TMPDIR=saved[1])
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def land(cell: Cell, doc: dict[str, Any], progress: MatrixProgress, wall: float) -> CellOutcome:
