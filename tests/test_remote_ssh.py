@@ -199,6 +199,20 @@ def test_accept_new_records_host_key_atomically(sshd: SshServer, tmp_path: Path)
     assert known.read_text().count(sshd.known_hosts_line) == 1
 
 
+def test_accept_new_into_a_device_file_appends_and_keeps_it(sshd: SshServer, tmp_path: Path) -> None:
+    """``--known-hosts /dev/null`` (throw-away devices) with accept-new: the key was written to a temp file renamed
+    over it, turning /dev/null into a regular file (and a ``/dev/null.lock`` beside it). Here a copy of /dev/null
+    (needs root, as the tmpfs tests)."""
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    link = tmp_path / "known_hosts"
+    link.symlink_to(null)
+    with SSHTransport(ConnectionSpec(**sshd.connect_kwargs(link, accept_new_host_key=True))) as transport:  # type: ignore[arg-type]
+        assert transport.recorded_host_key == _server_fingerprint(sshd)
+    assert stat.S_ISCHR(null.stat().st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["known_hosts", "null"]  # no lock, no temp file
+
+
 def test_changed_host_key_refused_loudly_even_with_accept_new(sshd: SshServer, tmp_path: Path) -> None:
     impostor = generate_ed25519(tmp_path / "impostor", "x").split()
     known = tmp_path / "known_hosts"

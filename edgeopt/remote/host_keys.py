@@ -179,6 +179,10 @@ def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
     real = Path(os.path.realpath(path))
     real.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     line = f"{name} {key.get_name()} {key.get_base64()}\n"
+    if real.exists() and not real.is_file():  # /dev/null (throw-away devices): append as OpenSSH does, never
+        with open(real, "ab") as fh:          # replace it with a regular file or put a lock file beside it
+            fh.write(line.encode())
+        return
     lock_path = real.with_name(real.name + ".lock")
     with _known_hosts_lock, open(lock_path, "a") as lock:
         try:
