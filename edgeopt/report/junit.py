@@ -8,11 +8,22 @@ inside ``<testsuites>``; every count attribute is computed from the cases writte
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from edgeopt.ci.gate import REGRESSION
 from edgeopt.ci.model import ERROR, INVALID
+
+
+# a device's stderr (colours, a crash's garbage) in a message: ANSI sequences go, other characters XML 1.0 cannot
+# hold become U+FFFD (ElementTree writes them raw, and the file no longer parses)
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(document: str) -> str:
+    return NOT_XML.sub("\ufffd", ANSI.sub("", document))
 
 
 def _seconds(cell: Any) -> float:
@@ -61,7 +72,7 @@ def junit_xml(result: Any) -> str:
         root.set(key, str(value))
     root.set("time", f"{total_time:.3f}")
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return xml_text('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
 
 
 def aborted_junit(lab: str, message: str, exit_code: int) -> str:
@@ -75,4 +86,4 @@ def aborted_junit(lab: str, message: str, exit_code: int) -> str:
     el = ET.SubElement(case, "error", message=message, type=f"exit-{exit_code}")
     el.text = message
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return xml_text('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
