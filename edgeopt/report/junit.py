@@ -15,7 +15,6 @@ from typing import Any
 from edgeopt.ci.gate import REGRESSION
 from edgeopt.ci.model import ERROR, INVALID
 
-
 # a device's stderr (colours, a crash's garbage) in a message: ANSI sequences go, other characters XML 1.0 cannot
 # hold become U+FFFD (ElementTree writes them raw, and the file no longer parses)
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
