@@ -69,3 +69,18 @@ def test_results_section_holds_the_directory_and_the_store(tmp_path):
 def test_missing_lab_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_lab(tmp_path / "nope.yaml")
+
+
+def test_fewer_runs_than_the_latency_gate_needs_is_refused_up_front(tmp_path, capsys):
+    """``--runs 5`` with min_samples 10 skipped the latency gate of every cell: a 4x slower run passed."""
+    from edgeopt.cli import main
+
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: t\ndevices: [{name: here, target: local}]\nresults: res\n")
+    assert main(["ci", "--lab", str(path), "--runs", "5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "5 runs per cell are fewer than gates.latency.min_samples (10)" in err and "--runs" in err
+    assert not (tmp_path / "res").exists()  # nothing created, nothing measured
+    path.write_text("name: t\ndevices: [{name: here, target: local}]\nresults: res\nbench: {runs: 5}\n"
+                    "gates: {latency: {min_samples: 5}}\nmodels: [{name: m, artifacts: nowhere}]\n")
+    assert main(["ci", "--lab", str(path), "-q"]) != 0 and "min_samples" not in capsys.readouterr().err

@@ -27,7 +27,7 @@ from edgeopt.ci.model import CIOptions, CIResult
 from edgeopt.ci.plan import CellPlan, plan_lab
 from edgeopt.ci.progress import CIProgress
 from edgeopt.config.lab import Lab, load_lab
-from edgeopt.errors import EdgeoptError, Interrupted
+from edgeopt.errors import ConfigError, EdgeoptError, Interrupted
 from edgeopt.remote.lock import DeviceLock
 from edgeopt.results.common import looks_like_url
 from edgeopt.results.reader import agent_valid, cell_key, invalid_reasons, is_emulated, samples, usable
@@ -188,6 +188,12 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
     settings = lab.bench.model_copy(update={k: v for k, v in (("runs", opts.runs), ("warmup", opts.warmup),
                                                               ("retries", opts.retries), ("threads", opts.threads))
                                             if v is not None})
+    latency = lab.gates.latency
+    if latency is not None and settings.runs < latency.min_samples and not settings.min_seconds:
+        raise ConfigError(f"{settings.runs} runs per cell are fewer than gates.latency.min_samples "
+                          f"({latency.min_samples}): the latency gate could judge no cell",
+                          f"measure at least {latency.min_samples} runs (--runs or bench.runs), lower "
+                          "gates.latency.min_samples, or set gates.latency: null to judge no latency")
     results_dir = Path(opts.results) if opts.results else Path(lab.path(lab.results) or "results")
     lab_store = None if lab.store is None or looks_like_url(lab.store) else lab.path(lab.store)
     store = open_store(results_dir, opts.store, default=lab.store if lab_store is None else lab_store)
