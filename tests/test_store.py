@@ -360,3 +360,16 @@ def test_a_run_whose_writer_died_is_listed_as_abandoned(backend: Backend):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_an_interrupted_or_failed_run_is_never_the_latest_passing(backend: Backend):
+    """A run interrupted after its measurements (Ctrl-C, exit 130) was stored with verdict pass and became the
+    next run's latest-passing baseline."""
+    with backend.open() as store:
+        for run_id, created, status in (("good", "10:00", "complete"), ("stopped", "11:00", "interrupted"),
+                                        ("odd", "12:00", "failed")):
+            begin(store, run_id, f"2026-11-28T{created}:00.000+00:00")
+            store.finish_run(run_id, f"2026-11-28T{created}:30.000+00:00", status)
+            store.update_run(run_id, {"ci": {"verdict": "pass"}})
+        assert [r["run_id"] for r in store.find_runs(passing=True)] == ["good"]
+        assert [r["run_id"] for r in store.find_runs()] == ["odd", "stopped", "good"]

@@ -344,7 +344,7 @@ class Store:
                 continue
             if tag is not None and tag not in (doc.get("tags") or []):
                 continue
-            if passing and (doc.get("ci") or {}).get("verdict") != "pass":
+            if passing and ((doc.get("ci") or {}).get("verdict") != "pass" or doc.get("status") != "complete"):
                 continue
             found.append(doc)
         return found
