@@ -112,10 +112,12 @@ def test_latest_run_and_lookup_by_prefix(backend: Backend):
     assert store.latest_run_id() == "20261128T110000Z-bbbbbb"
     assert store.run("20261128T10")["run_id"] == "20261128T100000Z-aaaaaa"
     with pytest.raises(StoreError) as info:
-        store.run("2026")  # ambiguous prefix
-    assert "latest: 20261128T110000Z-bbbbbb" in info.value.one_line()
-    with pytest.raises(StoreError):
+        store.run("2026")  # ambiguous prefix: said so, not "no run"
+    assert "prefix '2026' is ambiguous" in info.value.one_line() and "2 runs start with it" in info.value.one_line()
+    assert "20261128T110000Z-bbbbbb" in info.value.one_line()
+    with pytest.raises(StoreError) as info:
         store.run("nope")
+    assert "latest: 20261128T110000Z-bbbbbb" in info.value.one_line()
     listed = store.runs()
     assert [r["run_id"] for r in listed] == ["20261128T110000Z-bbbbbb", "20261128T100000Z-aaaaaa"]
     assert listed[0]["targets"] == ["rpi4"] and listed[0]["results"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Collection
@@ -14,6 +15,7 @@ from edgeopt.results.reader import cell_key
 from edgeopt.results.store import Store
 
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+RUN_ID_PREFIX = re.compile(r"^\d{4}(\d{0,4}|\d{4}T[\dZ-]*[0-9a-f]*)$")  # 2026, 2026120, 20261203T2241...
 LATEST_PASSING = "latest-passing"
 LATEST = "latest"
 
@@ -55,8 +57,18 @@ def load_baseline_file(path: Path) -> Baseline:
                     run_id, docs)
 
 
+def check_tag(spec: str, store: Store) -> None:
+    """A tag no run has: the first run of a new tag passes (every cell new), but a name close to a tag the store
+    has is a typo, which would pass every change and could move the real tag: refused."""
+    tags = sorted({t for run in store.find_runs() for t in run.get("tags") or []})
+    close = difflib.get_close_matches(spec, tags, n=1, cutoff=0.75)
+    if close:
+        raise ConfigError(f"--baseline {spec!r}: no run is tagged so, but the store has the tag {close[0]!r}",
+                          f"did you mean --baseline {close[0]}? (tags: {', '.join(tags[:10])})")
+
+
 def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
-                     devices: Collection[str] | None = None) -> Baseline:
+                     devices: Collection[str] | None = None, models: Collection[str] | None = None) -> Baseline:
     """``spec``: a JSON file, ``latest-passing`` (default), ``latest``, a run id (or unique prefix), or a tag.
 
     With ``devices`` (the lab's), a tag / ``latest`` / ``latest-passing`` is resolved per device: each device's
@@ -78,14 +90,16 @@ def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
         candidates = store.find_runs(tag=spec, exclude=exclude)
         if candidates:
             label = f"tag {spec}"
-        elif RUN_ID.match(spec) or len(spec) >= 8 and spec[:8].isdigit():
+        elif RUN_ID.match(spec) or RUN_ID_PREFIX.match(spec):
             run = store.run(spec)  # raises StoreError naming the latest runs when unknown
             return Baseline(spec, "store", f"run {run['run_id']}", run["run_id"], store.results(run["run_id"]))
+        else:
+            check_tag(spec, store)
     candidates = [r for r in candidates if r.get("status", "running") != "running"]
     if not candidates:
         return Baseline(spec, "none", f"none ({label}: no such run yet)",
                         note=f"no baseline found for {spec!r}: every cell is new")
-    runs = per_device_runs(candidates, devices)
+    runs = per_device_runs(candidates, devices, models)
     if not runs:  # no run measured these devices: the newest run, every cell new (as with one runner)
         first = candidates[0]
         return Baseline(spec, "store", f"{label} {first['run_id']}", first["run_id"], store.results(first["run_id"]))
@@ -95,15 +109,28 @@ def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
     return Baseline(spec, "store", f"{label} {first_id}{more}", first_id, docs, runs=runs)
 
 
-def per_device_runs(candidates: list[dict[str, Any]], devices: Collection[str] | None) -> dict[str, list[str]]:
-    """Run id -> devices, taking each of ``devices`` from the newest candidate run that measured it (the run's
-    ``targets``: a CI run's device names)."""
+def measured(run: dict[str, Any], models: Collection[str] | None) -> list[str]:
+    """The devices a run measured (its ``targets``: a CI run's device names); with ``models`` (the lab's), only
+    those on which it measured one of them, by the cells its verdict lists: another lab sharing the store and a
+    device name is not this lab's baseline. A run without cells (a plain bench run, older runs) counts whole."""
+    targets = list(run.get("targets") or [])
+    cells = (run.get("ci") or {}).get("cells")
+    if not models or not isinstance(cells, list) or not cells:
+        return targets
+    return [t for t in targets if any(isinstance(c, dict) and c.get("device") == t and c.get("model") in models
+                                      for c in cells)]
+
+
+def per_device_runs(candidates: list[dict[str, Any]], devices: Collection[str] | None,
+                    models: Collection[str] | None = None) -> dict[str, list[str]]:
+    """Run id -> devices, taking each of ``devices`` from the newest candidate run that measured it (for one of
+    ``models``: :func:`measured`)."""
     if not devices:
         return {}
     wanted = list(dict.fromkeys(devices))
     runs: dict[str, list[str]] = {}
     for run in candidates:
-        have = [d for d in wanted if d in (run.get("targets") or [])]
+        have = [d for d in wanted if d in measured(run, models)]
         if have:
             runs[run["run_id"]] = have
             wanted = [d for d in wanted if d not in have]

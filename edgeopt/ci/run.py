@@ -200,7 +200,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
     try:
         run_id = new_run_id()
         baseline = resolve_baseline(opts.baseline or lab.baseline, store, exclude=run_id,
-                                    devices=[d.name for d in lab.devices])
+                                    devices=[d.name for d in lab.devices], models=[m.name for m in lab.models])
         if baseline.note:
             progress.note(baseline.note)
         plans = plan_lab(lab, opts, progress)
@@ -268,7 +268,7 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
             tags = list(dict.fromkeys(opts.tag)) if result.verdict == PASS and status == "complete" else []
             verdict = {"lab": lab.name, "lab_file": lab.source_file, "job": job_name, "baseline": baseline.to_json(),
                        "verdict": result.verdict, "exit_code": result.exit_code, "devices": devices,
-                       "cells": [c.to_json() for c in cells]}
+                       "cells": [c.to_json() for c in cells], "gates": lab.gates.model_dump()}
             finished = {"finished_at": utc_now(), "status": status, "summary": result.summary(), "ci": verdict}
 
             def finish(doc: dict[str, Any]) -> None:

@@ -85,5 +85,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--html", type=Path, metavar="FILE", help="self-contained HTML report with plots")
     r.add_argument("--junit", type=Path, metavar="FILE", help="JUnit XML of the comparison")
     r.add_argument("--summary", type=Path, metavar="FILE", help="Markdown summary of the comparison")
-    r.add_argument("--lab", metavar="LAB.YAML", help="take the gates' thresholds from this lab")
+    r.add_argument("--lab", metavar="LAB.YAML",
+                   help="take the gates' thresholds from this lab (default: those the run was judged with)")
     r.set_defaults(func=cmd_report)

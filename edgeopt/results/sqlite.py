@@ -360,10 +360,14 @@ class Store:
             row = self._one("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
             if row is None:
                 # a unique prefix is enough, as with git hashes
-                rows = self._run("SELECT doc FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created_at",
+                rows = self._run("SELECT run_id, doc FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY created_at",
                                  (len(run_id), run_id))
                 if len(rows) == 1:
                     row = rows[0]
+                elif len(rows) > 1:
+                    some = ", ".join(r["run_id"] for r in rows[-3:])
+                    raise StoreError(f"run id prefix {run_id!r} is ambiguous in {self.where}: {len(rows)} runs "
+                                     f"start with it ({some}, ...)", "give more of the run id")
         if row is None:
             known = ", ".join(r["run_id"] for r in self.runs(limit=5)) or "none"
             raise StoreError(f"no run {run_id!r} in {self.where} (latest: {known})", "see `edgeopt report --list`")
