@@ -84,3 +84,27 @@ def test_fewer_runs_than_the_latency_gate_needs_is_refused_up_front(tmp_path, ca
     path.write_text("name: t\ndevices: [{name: here, target: local}]\nresults: res\nbench: {runs: 5}\n"
                     "gates: {latency: {min_samples: 5}}\nmodels: [{name: m, artifacts: nowhere}]\n")
     assert main(["ci", "--lab", str(path), "-q"]) != 0 and "min_samples" not in capsys.readouterr().err
+
+
+def test_report_paths_are_checked_before_anything_runs(tmp_path, capsys):
+    """An unwritable --junit was an internal error (exit 70) after the whole run was measured, stored and tagged;
+    a run that ended without a verdict left the previous run's green HTML/JSON beside its error."""
+    from edgeopt.cli import main
+
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: t\ndevices: [{name: here, target: local}]\nresults: res\n")
+    (tmp_path / "base.yaml").write_text("")
+    assert main(["ci", "--lab", str(path), "--junit", str(tmp_path / "base.yaml" / "j.xml"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgeopt: error: cannot write report {tmp_path / 'base.yaml' / 'j.xml'}") and "\n" not in err
+    assert not (tmp_path / "res").exists()
+    assert main(["ci", "--lab", str(path), "--html", str(tmp_path), "-q"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+    old_html, old_json, junit = tmp_path / "r.html", tmp_path / "r.json", tmp_path / "r.xml"
+    old_html.write_text('<p class="verdict pass">')
+    old_json.write_text("{}")
+    path.write_text("name: t\ndevices: [{name: here, target: local}]\nresults: res\nprofiles: [fp32, nosuch]\n")
+    assert main(["ci", "--lab", str(path), "--html", str(old_html), "--json", str(old_json), "--junit", str(junit),
+                 "-q"]) == 2
+    assert not old_html.exists() and not old_json.exists() and "nosuch" in junit.read_text()

@@ -16,7 +16,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     from edgeopt.cli.lines import CILineProgress
     from edgeopt.errors import EdgeoptError
     from edgeopt.report.markdown import markdown_summary
-    from edgeopt.report.write import write_aborted, write_reports
+    from edgeopt.report.write import check_report_paths, write_aborted, write_reports
 
     if getattr(args, "own_process", False):
         enable_hard_stop()
@@ -25,10 +25,12 @@ def cmd_ci(args: argparse.Namespace) -> int:
         results=args.results, store=args.store, artifacts=args.artifacts, runs=args.runs, warmup=args.warmup,
         retries=args.retries, threads=args.threads, infra_errors_fail=args.infra_errors_fail, job=args.job,
         ssh_config=args.ssh_config, build=not args.no_build, command=args.command_line)
+    check_report_paths(args.junit, args.summary, args.html, args.json)
     try:
         result = run_ci(opts, CILineProgress(verbose=args.verbose))
     except EdgeoptError as exc:  # no verdict: the JUnit/summary files still say why (CI dashboards read them)
-        write_aborted(Path(args.lab).stem, exc.one_line(), exc.exit_code, junit=args.junit, summary=args.summary)
+        write_aborted(Path(args.lab).stem, exc.one_line(), exc.exit_code, junit=args.junit, summary=args.summary,
+                      stale=(args.html, args.json))
         raise
     write_reports(result, junit=args.junit, summary=args.summary, html=args.html, json_out=args.json)
     if not args.quiet:
