@@ -114,7 +114,19 @@ def test_evaluate_never_compares_invalid_results():
     base = [_doc(1, latency(rng, 100))]
     slow = latency(rng, 100) * 2
     [cell] = evaluate([_doc(2, slow, agent_valid=False)], base, Gates())
-    assert cell.status == INVALID and "throttled" in cell.message and cell.checks == []
+    assert cell.status == INVALID and "throttled" in cell.message and cell.check("latency") is None
+    assert {c.gate for c in cell.checks} == {"accuracy", "size"}  # what the host knows without the measurement
+    # an invalid measurement does not hide what needs none: a 16x larger artifact or a worse build accuracy
+    big = _doc(2, slow, agent_valid=False, bytes_=16000)
+    [cell] = evaluate([big], base, Gates())
+    assert cell.status == REGRESSION and cell.check("size").status == REGRESSION and cell.check("latency") is None
+    assert "size" in cell.message and "latency measurement invalid" in cell.message and "throttled" in cell.message
+    worse = _doc(2, slow, agent_valid=False)
+    worse["artifact"]["metrics"]["accuracy"] = 0.90
+    [cell] = evaluate([worse], base, Gates())
+    assert cell.status == REGRESSION and cell.check("accuracy").status == REGRESSION
+    [cell] = evaluate([big], base, Gates.model_validate({"size": None}))
+    assert cell.status == INVALID  # peak memory and energy are measured: not judged either
     [cell] = evaluate([_doc(2, slow)], base, Gates())
     assert cell.status == REGRESSION and cell.check("latency").status == REGRESSION
     # an invalid baseline is not used either: the cell is new

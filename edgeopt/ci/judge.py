@@ -59,10 +59,13 @@ def emulated_latency(current: dict[str, Any], baseline: dict[str, Any] | None) -
                  {"status": SKIPPED, "reason": "emulated"})
 
 
-def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates) -> list[Check]:
-    """Every configured gate on one measured cell. Latency is not judged when either side is emulated."""
+def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates,
+          measured: bool = True) -> list[Check]:
+    """Every configured gate on one measured cell. Latency is not judged when either side is emulated.
+    ``measured=False`` (the device's measurement is invalid): only what the host knows without it, the
+    artifact's size, its build quality and its build accuracy."""
     checks: list[Check] = []
-    lat = latency_gate(gates)
+    lat = latency_gate(gates) if measured else None
     skipped = emulated_latency(current, baseline) if lat is not None else None
     if skipped is not None:
         checks.append(skipped)
@@ -75,7 +78,7 @@ def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates
         checks.append(Check("quality", REGRESSION, f"quality: the artifact is broken against the float model "
                             f"({quality_worst(quality)}); its build exits 1 (int8-auto keeps the failing layers "
                             f"float)", None, None, {"verdict": "broken", "worst": mapping(quality, "worst")}))
-    if gates.accuracy is not None:
+    if gates.accuracy is not None and (measured or gates.accuracy.source == "build"):
         checks.append(accuracy_drop(accuracy(baseline, gates.accuracy.source),
                                     accuracy(current, gates.accuracy.source), gates.accuracy.max_drop,
                                     gates.accuracy.min))
@@ -85,7 +88,7 @@ def judge(current: dict[str, Any], baseline: dict[str, Any] | None, gates: Gates
         ("energy", "energy per inference", "J", energy_per_inference),
     ):
         settings = getattr(gates, gate)
-        if settings is None:
+        if settings is None or not measured and gate != "size":
             continue
         check = relative_increase(gate, what, unit, getter(baseline) if baseline else None, getter(current),
                                   settings.max_increase, settings.max)
@@ -123,10 +126,14 @@ def evaluate(current_docs: Iterable[dict[str, Any]], baseline_docs: Iterable[dic
         elif problem is not None:  # a damaged stored document: shown, never compared
             cell.status = INVALID
             cell.message = f"invalid result document, not compared: {problem}"
-        elif not agent_valid(doc):
-            cell.status = INVALID
-            cell.message = ("measurement invalid after %d attempt(s), not compared: %s"
-                            % (cell.attempts, "; ".join(invalid_reasons(doc)) or "the agent says so"))
+        elif not agent_valid(doc):  # what the host knows without the measurement is still judged
+            cell.baseline = base.get(key)
+            cell.checks = judge(doc, cell.baseline, gates, measured=False)
+            invalid = ("measurement invalid after %d attempt(s), not compared: %s"
+                       % (cell.attempts, "; ".join(invalid_reasons(doc)) or "the agent says so"))
+            bad = [c for c in cell.checks if c.status == REGRESSION]
+            cell.status = REGRESSION if bad else INVALID
+            cell.message = "; ".join([c.message for c in bad] + [f"latency {invalid}" if bad else invalid])
         else:
             cell.baseline = base.get(key)
             cell.checks = judge(doc, cell.baseline, gates)
