@@ -512,6 +512,31 @@ def test_run_json_ok_error_killed_timeout(ssh: SSHTransport) -> None:
         session.run_json(["sleep", "10"], timeout=0.5)
 
 
+def test_a_link_lost_mid_command_is_a_lost_connection_not_a_killed_agent(sshd_factory, tmp_path: Path) -> None:
+    """sshd's side SIGKILLed while the agent runs: paramiko reports exit status -1, which read as "python on … was
+    killed by a signal — INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (an agent error)."""
+    sshd = sshd_factory("midrun")
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line + "\n")
+    with SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known))) as transport:  # type: ignore[arg-type]
+        session = DeviceSession(transport)
+        timer = threading.Timer(1.0, sshd.drop_connections)
+        timer.start()
+        try:
+            with pytest.raises(RemoteError) as info:
+                session.run_json(["sh", "-c", "echo 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' >&2; "
+                                  "sleep 20"], timeout=30)
+        finally:
+            timer.cancel()
+    assert not isinstance(info.value, AgentFailed), info.value.one_line()
+    assert "lost while running 'sh'" in info.value.one_line() and "XNNPACK" not in info.value.one_line()
+
+
+def test_runtime_start_up_chatter_is_not_the_error_line() -> None:
+    result = Result(1, b"", b"boom: no such op\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert result.last_error_line() == "boom: no such op"
+
+
 # ------------------------------------------------------------------------------------------------------------
 # a small lab
 # ------------------------------------------------------------------------------------------------------------

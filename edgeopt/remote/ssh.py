@@ -165,7 +165,10 @@ class SSHTransport(ClosingTransport):
         capture.finish()
         if not chan.exit_status_ready():
             raise self._lost(f"running {name!r}", EOFError("no exit status"))
-        return capture.result(chan.recv_exit_status())
+        status = chan.recv_exit_status()
+        if status == -1 and _link_gone(chan):  # paramiko's -1: no exit status came; the link died, not the shell
+            raise self._lost(f"running {name!r}", EOFError("the connection closed before the command ended"))
+        return capture.result(status)
 
     def _exec(self, chan: paramiko.Channel, command: str, name: str) -> None:
         """``chan.exec_command`` bounded in time: paramiko waits for the server's reply forever, so a watchdog
@@ -390,3 +393,19 @@ __all__: Sequence[str] = (
     "host_key_name",
     "record_host_key",
 )
+
+
+def _link_gone(chan: paramiko.Channel, wait: float = 1.0) -> bool:
+    """Whether the channel closed because its connection died. paramiko reports -1 both when the server closed
+    the channel without an exit status (the remote shell killed by a signal: sshd's ``exit-signal``, which
+    paramiko ignores) and when the connection went; in the latter its transport thread closes the channels
+    just before it marks itself inactive, so this waits a moment for that."""
+    deadline = time.monotonic() + wait
+    while True:
+        transport = chan.get_transport()
+        if transport is None or not transport.is_active():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+

@@ -11,6 +11,7 @@ from :meth:`Transport.home`), because ``~`` is not expanded anywhere.
 
 from __future__ import annotations
 
+import re
 import shlex
 import threading
 from dataclasses import dataclass
@@ -59,13 +60,17 @@ class Result:
         return self.stderr.decode("utf-8", "replace")
 
     def last_error_line(self, limit: int = 300) -> str:
-        """The last non-empty stderr line (or stdout line if stderr is empty), for one-line errors."""
+        """The last non-empty stderr line (or stdout line if stderr is empty), for one-line errors; a runtime's
+        start-up chatter (LiteRT's ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``) is no reason."""
         for stream in (self.error_text, self.text):
-            lines = [line.strip() for line in stream.splitlines() if line.strip()]
+            lines = [line.strip() for line in stream.splitlines() if line.strip() and not CHATTER.match(line)]
             if lines:
                 line = lines[-1]
                 return line if len(line) <= limit else line[: limit - 1] + "…"
         return ""
+
+
+CHATTER = re.compile(r"^\s*INFO: (Created TensorFlow Lite .*delegate|Initialized TensorFlow Lite runtime)")
 
 
 class OutputCapture:
