@@ -56,8 +56,9 @@ class BenchRun:
         devices = sorted({r["target"] for r in self.results})
         failed_devices = sorted({r["target"] for r in self.results
                                  if (r.get("error") or {}).get("kind") == "infrastructure"})
+        disturbed = [r for r in self.results if r.get("valid") and (r.get("agent") or {}).get("valid") is False]
         return {"results": len(self.results), "valid": len(self.results) - len(self.failed),
-                "devices": devices, "failed_devices": failed_devices,
+                "disturbed": len(disturbed), "devices": devices, "failed_devices": failed_devices,
                 "bytes_sent": sum(r["transfer"]["total"] for r in self.results), "seconds": round(self.seconds, 3),
                 "interrupted": self.interrupted}
 
