@@ -111,6 +111,15 @@ def test_connection_overrides_parse_addresses_strictly(address: str) -> None:
     assert line.startswith(f"--host {address!r}") and "expected [user@]host[:port]" in line and "\n" not in line
 
 
+@pytest.mark.parametrize("address", ["root:hunter2@127.0.0.1:42222", "pi:p@ss@host", "pi:s3cret:x@h"])
+def test_a_password_in_the_address_is_refused_and_never_echoed(address: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        apply_connection_overrides(load_target("rpi4"), host=address)
+    line = e.value.one_line()
+    secret = address.rpartition("@")[0].split(":", 1)[1]
+    assert "a password in the address" in line and secret not in line and ":***@" in line and "ssh-agent" in line
+
+
 def test_connection_overrides_accept_every_valid_form() -> None:
     rpi4 = load_target("rpi4")
     for address, expected in [("pi@10.0.0.7:2222", ("pi", "10.0.0.7", 2222)), ("[fe80::1]:22", ("pi", "fe80::1", 22)),

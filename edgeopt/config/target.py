@@ -102,6 +102,11 @@ def parse_address(text: str, what: str = "--host") -> Address:
         return ConfigError(f"{what} {text!r}: {why}", f"expected {ADDRESS_FORM}, e.g. pi@10.0.0.7:22 or an "
                                                       f"~/.ssh/config Host alias")
 
+    userinfo, at, after = text.rpartition("@")
+    if at and ":" in userinfo:  # user:password@host — never echoed, never taken
+        shown = f"{userinfo.split(':', 1)[0]}:***@{after}"
+        raise ConfigError(f"{what} {shown!r}: a password in the address (user:password@host)",
+                          "edgeopt takes no SSH password: use a key file (--key, the target's key:) or ssh-agent")
     rest, user = text, None
     if "@" in rest:
         user, rest = rest.split("@", 1)
