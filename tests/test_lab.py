@@ -42,6 +42,14 @@ def test_lab_loads_into_typed_objects(tmp_path):
     (LAB.replace("devices:", "device:"), "unknown field"),
     (LAB.replace("{name: mnist, path: example}", "{name: 'bad name', path: example}"), "models.0.name"),
     (LAB + "results: {stor: db.sqlite}\n", "results: unknown field 'stor'"),
+    (LAB.replace("  - {name: mnist, path: example}", "  []"), "models: List should have at least 1 item"),
+    (LAB + "formats: []\n", "formats: List should have at least 1 item"),
+    (LAB + "gates:\n  size: null\n", "line 13: invalid YAML (the key 'gates' is given twice)"),
+    (LAB.replace("bench: {runs: 50, retries: 2}", "bench: {runs: 50, runs: 2}"), "the key 'runs' is given twice"),
+    (LAB.replace("{name: mnist, path: example}", "{name: mnist, path: m.onnx, artifacts: built}"),
+     "give path (built by edgeopt ci) or artifacts (already built), not both"),
+    (LAB.replace("  - {name: mnist, path: example}", "  - {name: a, artifacts: built}\n  - {name: b, artifacts: built/}"),
+     "models a and b name the same artifacts directory"),
     (LAB + "store: a.sqlite\nresults: {store: b.sqlite}\n", "store is given twice"),
 ])
 def test_lab_errors_name_file_and_field(tmp_path, text, expected):

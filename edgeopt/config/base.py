@@ -65,6 +65,27 @@ def available(kind: str) -> dict[str, Path]:
 M = TypeVar("M", bound=BaseModel)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently: a second
+    ``gates:`` dropped the first block without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[typing.Any, typing.Any]:
+        seen: set[typing.Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def format_validation(path: Path, exc: ValidationError) -> str:
     parts = []
     errors = exc.errors()
@@ -139,7 +160,7 @@ def load_model_file(path: Path, model: type[M]) -> M:
     path = Path(path)
     text = read_config_text(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

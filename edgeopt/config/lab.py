@@ -65,6 +65,13 @@ class LabModel(StrictModel):
     eval: str | None = None  # evaluation data (accuracy)
     artifacts: str | None = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> LabModel:
+        if self.artifacts is not None and "path" in self.model_fields_set:
+            raise ValueError(f"model {self.name}: give path (built by edgeopt ci) or artifacts (already built), "
+                             "not both")
+        return self
+
 
 class BenchSettings(StrictModel):
     runs: int = Field(default=200, ge=1, le=10_000_000)
@@ -118,9 +125,9 @@ class Lab(StrictModel):
     name: str
     description: str = ""
     devices: list[Device] = Field(min_length=1)
-    models: list[LabModel] = Field(default_factory=lambda: [LabModel(name="example")])
+    models: list[LabModel] = Field(default_factory=lambda: [LabModel(name="example")], min_length=1)
     profiles: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
-    formats: list[Literal["tflite", "onnx"]] | None = None
+    formats: list[Literal["tflite", "onnx"]] | None = Field(default=None, min_length=1)
     artifacts: str = "artifacts/ci"  # build output root: <artifacts>/<model>/<target>/<profile>/
     results: str = "results"
     store: str | None = None  # results store: a SQLite file (relative to the lab) or postgresql://user@host/db
@@ -162,6 +169,15 @@ class Lab(StrictModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what}: names must be unique ({', '.join(dupes)} repeated)")
+        shared: dict[str, str] = {}
+        for m in self.models:
+            if m.artifacts is None:
+                continue
+            where = os.path.normpath(os.path.expanduser(m.artifacts))
+            if where in shared:
+                raise ValueError(f"models {shared[where]} and {m.name} name the same artifacts directory "
+                                 f"({m.artifacts}): their cells would be one")
+            shared[where] = m.name
         return self
 
     @property
