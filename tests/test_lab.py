@@ -116,3 +116,15 @@ def test_report_paths_are_checked_before_anything_runs(tmp_path, capsys):
     assert main(["ci", "--lab", str(path), "--html", str(old_html), "--json", str(old_json), "--junit", str(junit),
                  "-q"]) == 2
     assert not old_html.exists() and not old_json.exists() and "nosuch" in junit.read_text()
+
+
+def test_a_model_s_data_may_be_module_function_as_for_edgeopt_build(tmp_path):
+    """``data: calibmod:load`` became ``<lab dir>/calibmod:load``: "not a data source"."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.replace("{name: mnist, path: example}",
+                                "{name: mnist, path: m.onnx, data: 'calibmod:load', eval: 'example:eval'}"))
+    lab = load_lab(path)
+    assert (lab.data_source(lab.models[0].data), lab.data_source(lab.models[0].eval)) == ("calibmod:load",
+                                                                                          "example:eval")
+    (tmp_path / "calib.npz").write_bytes(b"")
+    assert lab.data_source("calib.npz") == str(tmp_path / "calib.npz") and lab.data_source(None) is None

@@ -104,7 +104,7 @@ def matrix_from_lab(path: Path) -> Matrix:
         if name not in targets and load_target(name).transport != "none":
             targets.append(name)
     models = [MatrixModel(name=m.name, path=lab.path(m.path) or "example" if m.path != "example" else "example",
-                          data=lab.path(m.data), eval=lab.path(m.eval))
+                          data=lab.data_source(m.data), eval=lab.data_source(m.eval))
               for m in lab.models if m.artifacts is None]
     if not models or not targets:
         raise ConfigError(f"{path}: nothing to build (no model with a path, or no device target that can run)")

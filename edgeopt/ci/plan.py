@@ -61,8 +61,8 @@ def plan_lab(lab: Lab, opts: CIOptions, progress: CIProgress | None = None) -> l
                 continue
             if progress is not None:
                 progress.note(f"build {model.name} for {kind.name}: {', '.join(lab.profiles)}")
-            build(BuildRequest(target=kind, profiles=profiles, model=path, data=lab.path(model.data),
-                               eval=lab.path(model.eval), out=roots[model.name]))
+            build(BuildRequest(target=kind, profiles=profiles, model=path, data=lab.data_source(model.data),
+                               eval=lab.data_source(model.eval), out=roots[model.name]))
     plans = []
     for device in lab.devices:
         kind = kinds[device.target]

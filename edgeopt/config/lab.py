@@ -191,6 +191,14 @@ class Lab(StrictModel):
         p = Path(os.path.expanduser(value))
         return str(p if p.is_absolute() else self.base_dir / p)
 
+    def data_source(self, value: str | None) -> str | None:
+        """A model's ``data``/``eval``: a path relative to the lab file, unless it is a source that is no path
+        (``module:function``, ``example:eval``: kept as written, as ``edgeopt build --data`` takes it)."""
+        where = self.path(value)
+        if value is None or where is None or ":" not in value or Path(where).exists():
+            return where
+        return value
+
 
 def load_lab(path: str | Path) -> Lab:
     """Read and validate ``lab.yaml``; errors name the file and the field."""
