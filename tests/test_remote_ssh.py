@@ -174,6 +174,7 @@ def test_unknown_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
         SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known)))  # type: ignore[arg-type]
     line = info.value.one_line()
     assert "unknown" in line and "--accept-new-host-key" in line and sshd.host_key_name in line
+    assert "accept_new_host_key: true" in line  # the lab field, for edgeopt ci (no such flag there)
     assert _server_fingerprint(sshd) in line
     assert not known.exists()
 

@@ -27,6 +27,7 @@ from paramiko.hostkeys import HostKeys
 from edgeopt.errors import HostKeyError
 
 ACCEPT_FLAG = "--accept-new-host-key"
+ACCEPT_HINT = "--accept-new-host-key (edgeopt ci: accept_new_host_key: true on the lab's device)"
 
 _known_hosts_lock = threading.Lock()
 
@@ -236,7 +237,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             raise HostKeyError(
                 f"host key of {hostname} ({key.get_name()} {fp}) is REVOKED in {revoked.where}; refusing to connect",
                 "the key was revoked on purpose: give the device a new host key, verify its fingerprint on the "
-                f"device and record it ({ACCEPT_FLAG}); never remove the @revoked line to get past this",
+                f"device and record it ({ACCEPT_HINT}); never remove the @revoked line to get past this",
             )
         listed = self.known.keys_for(hostname)
         if any(line.blob == blob for line in listed):
@@ -250,7 +251,7 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             raise HostKeyError(
                 f"host key of {hostname} is unknown ({key.get_name()} {fp}; not in {self.known.describe()}{note})",
                 f"verify this fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_{_short(key)}_key.pub), "
-                f"then run again with {ACCEPT_FLAG} to record it",
+                f"then run again with {ACCEPT_HINT} to record it",
             )
         target = self.known.files[0] if self.known.files else None
         if target is None:
@@ -289,5 +290,5 @@ def changed_host_key_error(name: str, key: paramiko.PKey, listed: Sequence[Known
         f"{fingerprint(key)}, but {where} has {has}. "
         f"Refusing to connect ({ACCEPT_FLAG} does not apply to changed keys)",
         f"only if you have verified the new fingerprint on the device, remove the old entry with "
-        f"{remove} and connect again with {ACCEPT_FLAG}",
+        f"{remove} and connect again with {ACCEPT_HINT}",
     )
