@@ -11,7 +11,10 @@ ICON = {"pass": "✅", "improved": "🚀", "new": "🆕", "regression": "❌", "
 
 
 def _esc(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A name or message in GitHub-flavoured Markdown: table pipes escaped, HTML shown as text (a lab or profile
+    named ``<b>`` rendered as markup in a step summary)."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _ms(value: Any) -> str:
