@@ -19,7 +19,7 @@ from test_store import begin, result
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError, StoreUnavailable
 from edgeopt.results import postgres
-from edgeopt.results.common import mask_url, url_secrets
+from edgeopt.results.common import mask_url, scrub, url_secrets
 from edgeopt.results.migrate import copy_history
 from edgeopt.results.postgres import PostgresStore
 from edgeopt.results.store import ENV_STORE, SCHEMA_VERSION, StoreError, open_store
@@ -138,6 +138,14 @@ def test_passwords_are_masked_however_they_are_written():
     ]:
         assert mask_url(url) == masked
     assert url_secrets("postgresql://u:p%40ss@h/db?password=x") == ["p%40ss", "p@ss", "x"]
+    # an unencoded '@' in the password: masked whole; libpq's reading of it (password "p", host "ss@h") too
+    assert mask_url("postgresql://ciuser:p@ss@127.0.0.1/edge") == "postgresql://ciuser:***@127.0.0.1/edge"
+    assert url_secrets("postgresql://u:p@ss@h/db") == ["p@ss", "p", "ss@"]
+    assert scrub('could not translate host name "ss@h" to address', url_secrets("postgresql://u:p@ss@h/db")) == \
+        'could not translate host name "***@h" to address'
+    # a one-character password is not replaced in ordinary text: "c***nnecti***n" spelled it out
+    assert scrub("connection to server failed", url_secrets("postgresql://u:o@h/db")) == "connection to server failed"
+    assert scrub("bad token s3cret%zz", url_secrets("postgresql://u:s3cret%zz@h/db")) == "bad token ***"
 
 
 def test_what_is_not_a_postgresql_url_is_refused_never_a_directory(tmp_path: Path, monkeypatch):

@@ -69,7 +69,8 @@ PG_URL = re.compile(r"^(postgres(?:ql)?):/(/?)(.*)$", re.IGNORECASE | re.DOTALL)
 URL_LIKE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|postgres(?:ql)?[:@])", re.IGNORECASE)
 # a URL's ``user:password@`` as libpq reads it: the user info ends at the first ``@`` before any ``/`` (so a
 # password may hold ``#``, ``?`` or ``:`` unencoded); anywhere in a text (``--store=URL`` in a command line)
-USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):([^@/]*)@")
+# the password runs to the authority's last '@' (a password holding an unencoded '@' is masked whole)
+USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*):([^/\s]*)@")
 PASSWORD_PARAM = re.compile(r"(password=)([^&\s]*)", re.IGNORECASE)
 
 
@@ -91,11 +92,31 @@ def normal_url(text: str) -> str:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The passwords a URL (or a text holding URLs) carries, as written and percent-decoded."""
+    """The passwords a URL (or a text holding URLs) carries, as written and percent-decoded. A password with an
+    unencoded ``@`` also gives what libpq makes of it: the password up to the first ``@`` and the start of the
+    host it then reads (``ss@`` of ``u:p@ss@h``), which its messages echo."""
     from urllib.parse import unquote
 
-    found = [m.group(2) for m in USERINFO.finditer(url)] + [m.group(2) for m in PASSWORD_PARAM.finditer(url)]
+    found = []
+    for m in USERINFO.finditer(url):
+        found.append(m.group(2))
+        if "@" in m.group(2):
+            first, _, rest = m.group(2).partition("@")
+            found += [first, rest + "@"]
+    found += [m.group(2) for m in PASSWORD_PARAM.finditer(url)]
     return [x for s in found if s for x in dict.fromkeys((s, unquote(s)))]
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***``, longest first. A secret shorter than 4 characters
+    is left (replacing every ``o`` of a message would spell the password out, and hide nothing); one ending in
+    ``@`` (the host libpq read from a password) keeps its ``@``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret.endswith("@") and len(secret) > 1:
+            text = text.replace(secret, "***@")
+        elif len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def mask_url(url: str) -> str:

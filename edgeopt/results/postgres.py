@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from edgeopt.errors import EdgeoptError, StoreError, StoreUnavailable
-from edgeopt.results.common import COLUMNS, SCHEMA_VERSION, check_writable_dir, mask_url, url_secrets
+from edgeopt.results.common import COLUMNS, SCHEMA_VERSION, check_writable_dir, mask_url, scrub, url_secrets
 from edgeopt.results.sqlite import UPSERT_RESULT, Store
 
 log = logging.getLogger(__name__)
@@ -249,9 +249,7 @@ class PostgresStore(Store):
         URL libpq cannot read is the user's to fix (exit 2); a lost or unreachable server is exit 3."""
         primary = getattr(getattr(exc, "diag", None), "message_primary", None)  # without psycopg's "LINE 1: …"
         text = " ".join(str(primary or exc).split())[:240]
-        for secret in url_secrets(self.url):  # libpq may echo a password it could not parse
-            text = text.replace(secret, "***")
-        text = mask_url(text)
+        text = mask_url(scrub(text, url_secrets(self.url)))  # libpq may echo a password it could not parse
         if opening:
             fixable = next((hint for pattern, hint in FIXABLE if pattern.search(text)), None)
             if fixable:
