@@ -107,9 +107,12 @@ def test_report_compare_two_stored_runs(runs, tmp_path, capsys):
     assert out.startswith("## edgeopt ci: REGRESSION") and runs["main"].run_id in out.splitlines()[0]
     assert len(IMG.findall(html.read_text())) == 4
     assert ET.parse(tmp_path / "j.xml").getroot().get("failures") == "2"
+    # --exit-code: the verdict's exit code, as edgeopt ci gives it (a CI step using report --compare fails)
+    assert cli("report", "--results", results, "--exit-code", "--compare", runs["main"].run_id,
+               runs["change"].run_id) == 1
     # reversed: the wide fp32 -> example int8 direction is an improvement, not a failure
     assert cli("report", "--results", results, "--summary", tmp_path / "s.md", "--compare",
-               runs["change"].run_id, runs["main"].run_id) == 0
+               runs["change"].run_id, runs["main"].run_id, "--exit-code") == 0
     assert (tmp_path / "s.md").read_text().startswith("## edgeopt ci: PASS: 2/2 passed")
     capsys.readouterr()
     # plain `edgeopt report` is unchanged

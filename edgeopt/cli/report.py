@@ -49,9 +49,10 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
     from edgeopt.ci.compare import compare_runs
     from edgeopt.config.lab import load_lab
     from edgeopt.report.markdown import markdown_summary
-    from edgeopt.report.write import write_reports
+    from edgeopt.report.write import check_report_paths, write_reports
     from edgeopt.results.store import open_store
 
+    check_report_paths(args.junit, args.summary, args.html)
     gates = load_lab(args.lab).gates if args.lab else None
     with open_store(args.results, args.store, create=False) as store:
         if args.compare:
@@ -64,7 +65,7 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
         result = compare_runs(store, current, base_spec, gates)
     write_reports(result, junit=args.junit, summary=args.summary, html=args.html)
     print(markdown_summary(result))
-    return 0
+    return result.exit_code if args.exit_code else 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,4 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--summary", type=Path, metavar="FILE", help="Markdown summary of the comparison")
     r.add_argument("--lab", metavar="LAB.YAML",
                    help="take the gates' thresholds from this lab (default: those the run was judged with)")
+    r.add_argument("--exit-code", action="store_true",
+                   help="with --compare: exit as edgeopt ci would (1 regression, 2 infrastructure error); "
+                        "without it the report exits 0 whatever it says")
     r.set_defaults(func=cmd_report)
