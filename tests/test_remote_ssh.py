@@ -351,6 +351,20 @@ def test_missing_key_file(sshd: SshServer, known_hosts: Path, tmp_path: Path) ->
         ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(tmp_path / "nope"))).resolve()  # type: ignore[arg-type]
 
 
+def test_a_key_file_that_is_no_private_key_is_named(sshd: SshServer, known_hosts: Path, tmp_path: Path) -> None:
+    """``--key client.pub`` (a common slip) said "SSH connection … failed: not a valid OPENSSH private key file —
+    check the device's sshd log": the device was blamed for a local file."""
+    pub = tmp_path / "k.pub"
+    pub.write_text(generate_ed25519(tmp_path / "k", "x"))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    for path, says in ((pub, "a public key"), (text, "")):
+        with pytest.raises(RemoteError) as info:
+            ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(path))).resolve()  # type: ignore[arg-type]
+        line = info.value.one_line()
+        assert f"SSH key file {path} (--key) is not a private key" in line and says in line and "sshd log" not in line
+
+
 # ------------------------------------------------------------------------------------------------------------
 # content-addressed push
 # ------------------------------------------------------------------------------------------------------------
