@@ -427,6 +427,30 @@ def test_connection_dropped_mid_upload_then_next_push_resumes(how: str, sshd_fac
     assert Path(final).read_bytes() == src.read_bytes() and not partial.exists()
 
 
+def test_a_killed_run_s_partial_upload_is_resumed_by_the_next_run(ssh: SSHTransport, cache_dir: str,
+                                                                   tmp_path: Path) -> None:
+    """A run killed mid-upload left ``.model.tflite.<id>.part`` on the device: the next run (a new session, another
+    upload id) sent everything again and the part stayed forever. Now a part untouched for a minute is adopted
+    (the upload resumes from it) and other stale ones are removed; one still being written is left alone."""
+    src = _blob(tmp_path, 400_000)
+    digest = sha256_file(src)
+    directory = Path(cache_dir) / "blobs" / digest
+    directory.mkdir(parents=True, mode=0o700)
+    old = time.time() - 3600
+    stale_big, stale_small = directory / ".model.tflite.deadbeef01.part", directory / ".model.tflite.deadbeef02.part"
+    stale_big.write_bytes(src.read_bytes()[:300_000])
+    stale_small.write_bytes(src.read_bytes()[:1000])
+    live = directory / ".model.tflite.cafe.part"  # another session writing right now
+    live.write_bytes(b"x" * 10)
+    for path in (stale_big, stale_small):
+        os.utime(path, (old, old))
+    session = DeviceSession(ssh, cache_dir=cache_dir, python=sys.executable)
+    assert session.ensure_file(src, digest) == str(directory / "model.tflite")
+    assert session.last_sent == 100_000  # resumed from the 300,000 bytes the killed run had sent
+    assert (directory / "model.tflite").read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in directory.iterdir()) == [".model.tflite.cafe.part", "model.tflite"]
+
+
 def test_corrupt_remote_copy_is_detected_and_repushed(ssh: SSHTransport, cache_dir: str, tmp_path: Path) -> None:
     src = _blob(tmp_path, 200_000)
     session = DeviceSession(ssh, cache_dir=cache_dir)

@@ -68,6 +68,23 @@ fi
 """
 
 
+#: A partial upload untouched this long (seconds) was left by a session that is gone: adopted or removed.
+STALE_PART_S = 60.0
+# runs on the device (argv: directory, file name, this session's part, seconds): the other sessions' stale parts
+_STALE_PARTS = """import json, os, re, stat, sys, time
+d, name, mine, idle = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+head, out = "." + name + ".", []
+for f in os.listdir(d):
+    p = os.path.join(d, f)
+    if f.startswith(head) and f.endswith(".part") and p != mine \
+            and re.fullmatch(r"[0-9A-Za-z_-]{1,64}", f[len(head):-5]):
+        st = os.lstat(p)
+        if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > idle:
+            out.append([p, st.st_size])
+print(json.dumps(out))
+"""
+
+
 class DeviceSession:
     """Helpers for one device reached through ``transport``.
 
@@ -206,6 +223,8 @@ class DeviceSession:
             return final
 
         partial = self.transport.size(part)
+        if partial is None and self.adopt_stale_part(directory, local.name, part):
+            partial = self.transport.size(part)
         if partial is None:
             self.prepare(directory, part)  # created 0600; the upload keeps the mode
         offset = partial if partial is not None and 0 < partial <= total else 0
@@ -223,6 +242,30 @@ class DeviceSession:
             )
         self.transport.rename(part, final)
         return final
+
+    def adopt_stale_part(self, directory: str, filename: str, part: str) -> bool:
+        """Partial uploads of ``filename`` that other sessions left in ``directory`` (a run killed mid-upload),
+        untouched for :data:`STALE_PART_S`: the largest becomes this session's ``part`` (the upload resumes from
+        it: "run again to continue"), the others are removed (they filled small devices). A part still being
+        written is younger and left alone; a wrong resume is caught by the hash check. False when there was
+        none, or the device cannot tell (no Python: nothing is touched)."""
+        try:
+            listed = self.transport.run([self.python, "-c", _STALE_PARTS, directory, filename, part,
+                                         str(STALE_PART_S)], timeout=30)
+            stale = json.loads(listed.text) if listed.ok else []
+        except (RemoteError, ValueError):
+            return False
+        adopted = False
+        for path, _size in sorted(stale, key=lambda x: -int(x[1])):
+            try:
+                if adopted:
+                    self.transport.remove(str(path))
+                else:
+                    self.transport.rename(str(path), part)
+                    adopted = True
+            except (RemoteError, OSError):
+                continue  # taken or removed by another session meanwhile
+        return adopted
 
     def _send(self, local: Path, remote: str, progress: ProgressCallback | None, offset: int) -> None:
         sent = self.transport.put(local, remote, progress=progress, offset=offset)
