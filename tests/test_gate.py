@@ -125,6 +125,11 @@ def test_evaluate_never_compares_invalid_results():
     worse["artifact"]["metrics"]["accuracy"] = 0.90
     [cell] = evaluate([worse], base, Gates())
     assert cell.status == REGRESSION and cell.check("accuracy").status == REGRESSION
+    confirming = _doc(2, slow, agent_valid=False)
+    confirming["ci"]["measured"] = "c1"  # the re-measure of a latency regression (gates.latency.confirm)
+    [cell] = evaluate([confirming], base, Gates())
+    assert cell.status == INVALID and "re-measure to confirm it was invalid" in cell.message
+    assert "attempt" not in cell.message and "throttled" in cell.message
     [cell] = evaluate([big], base, Gates.model_validate({"size": None}))
     assert cell.status == INVALID  # peak memory and energy are measured: not judged either
     [cell] = evaluate([_doc(2, slow)], base, Gates())

@@ -129,8 +129,12 @@ def evaluate(current_docs: Iterable[dict[str, Any]], baseline_docs: Iterable[dic
         elif not agent_valid(doc):  # what the host knows without the measurement is still judged
             cell.baseline = base.get(key)
             cell.checks = judge(doc, cell.baseline, gates, measured=False)
-            invalid = ("measurement invalid after %d attempt(s), not compared: %s"
-                       % (cell.attempts, "; ".join(invalid_reasons(doc)) or "the agent says so"))
+            reasons = "; ".join(invalid_reasons(doc)) or "the agent says so"
+            if str(mapping(doc, "ci").get("measured") or "").startswith("c"):  # a confirmation's re-measure
+                invalid = ("measurement regressed, and the re-measure to confirm it was invalid, so not "
+                           f"compared: {reasons}")
+            else:
+                invalid = f"measurement invalid after {cell.attempts} attempt(s), not compared: {reasons}"
             bad = [c for c in cell.checks if c.status == REGRESSION]
             cell.status = REGRESSION if bad else INVALID
             cell.message = "; ".join([c.message for c in bad] + [f"latency {invalid}" if bad else invalid])
