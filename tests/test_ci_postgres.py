@@ -161,6 +161,7 @@ def test_two_runners_share_one_history(pg_server: PgServer, built: Path, tmp_pat
         assert code == 1 and set(cells(a3).values()) == {"regression"}, err
         assert set(baseline_runs(a3).values()) == {a1["run_id"]}
         assert "size regressed" in err and f"run {a3['run_id']}" in err
+        assert f"run {a3['run_id']} not tagged main: only a passing run is (verdict: regression)" in err
     with open_store(tmp_path / "r", url, create=False) as store:
         assert store.find_run(tag="main")["run_id"] == b2["run_id"]
         assert len(store.runs(limit=100)) == 6

@@ -41,6 +41,9 @@ def cmd_ci(args: argparse.Namespace) -> int:
     print(f"edgeopt ci: {result.headline()} (run {result.run_id}, {result.seconds:.1f} s)", file=sys.stderr)
     if result.tags:
         print(f"edgeopt ci: tagged run {result.run_id} as {', '.join(result.tags)}", file=sys.stderr)
+    elif opts.tag:  # only a run that passed moves a tag (an infrastructure error too, even with --no-infra-...)
+        print(f"edgeopt ci: run {result.run_id} not tagged {', '.join(opts.tag)}: only a passing run is "
+              f"(verdict: {result.verdict})", file=sys.stderr)
     return result.exit_code
 
 
