@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edgeopt.bench.schema import schema_problem
 from edgeopt.ci.judge import evaluate
 from edgeopt.config.lab import Gates
-from edgeopt.remote.session import NonFinite, loads_strict
+from edgeopt.remote.agent_json import NonFinite, loads_strict
 from edgeopt.report import result_row
 from edgeopt.results.reader import (
     accuracy,

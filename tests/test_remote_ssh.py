@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -449,6 +450,25 @@ def test_a_killed_run_s_partial_upload_is_resumed_by_the_next_run(ssh: SSHTransp
     assert session.last_sent == 100_000  # resumed from the 300,000 bytes the killed run had sent
     assert (directory / "model.tflite").read_bytes() == src.read_bytes()
     assert sorted(p.name for p in directory.iterdir()) == [".model.tflite.cafe.part", "model.tflite"]
+
+
+def test_a_full_device_disk_is_named_not_called_a_corrupt_upload(ssh: SSHTransport, tmp_path: Path) -> None:
+    """A 600 KiB file system as the device's cache: SFTP's pipelined writes swallow ENOSPC, and the upload was
+    reported as "corrupt: sha256 on the device … is not …"."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(small)], check=True)
+    try:
+        src = _blob(tmp_path, 2_000_000)
+        session = DeviceSession(ssh, cache_dir=str(small / "cache"), python=sys.executable)
+        with pytest.raises(RemoteError) as info:
+            session.ensure_file(src)
+        line = info.value.one_line()
+        assert "the device's file system is full" in line and "the file needs 2,000,000" in line, line
+        assert "free space on the device" in line
+        assert not [p for p in small.rglob("*") if p.is_file()]  # the partial upload removed
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_corrupt_remote_copy_is_detected_and_repushed(ssh: SSHTransport, cache_dir: str, tmp_path: Path) -> None:

@@ -15,15 +15,14 @@ Hashing on the device uses its Python (configurable: a target's ``python: /path/
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
-import signal
 from pathlib import Path
 from typing import Any
 
 from edgeopt.artifacts.files import sha256_file
 from edgeopt.errors import AgentError, AgentFailed, DeviceOutputError, RemoteError
+from edgeopt.remote.agent_json import NO_JSON, NonFinite, parse_json, signal_name
 from edgeopt.remote.transport import ProgressCallback, Transport
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -235,6 +234,13 @@ class DeviceSession:
             got = self.remote_sha256(part)
         if got != actual:
             self.transport.remove(part)
+            free = self.free_bytes(directory)
+            if free is not None and free < total:  # SFTP's pipelined writes do not report ENOSPC one by one
+                raise RemoteError(
+                    f"upload of {local.name} to {self.transport.description} failed: the device's file system is "
+                    f"full ({free:,} bytes free in {directory}, the file needs {total:,})",
+                    "free space on the device, or set the target's workdir: to a larger file system",
+                )
             raise RemoteError(
                 f"upload of {local.name} to {self.transport.description} is corrupt: "
                 f"sha256 on the device {str(got)[:12]}… is not {actual[:12]}…",
@@ -242,6 +248,15 @@ class DeviceSession:
             )
         self.transport.rename(part, final)
         return final
+
+    def free_bytes(self, directory: str) -> int | None:
+        """Bytes free for this user in ``directory``'s file system on the device (None: cannot tell)."""
+        try:
+            result = self.transport.run([self.python, "-c", "import os, sys; s = os.statvfs(sys.argv[1]); "
+                                         "print(s.f_bavail * s.f_frsize)", directory], timeout=30)
+            return int(result.text.strip()) if result.ok else None
+        except (RemoteError, ValueError):
+            return None
 
     def adopt_stale_part(self, directory: str, filename: str, part: str) -> bool:
         """Partial uploads of ``filename`` that other sessions left in ``directory`` (a run killed mid-upload),
@@ -283,7 +298,7 @@ class DeviceSession:
         name = Path(str(argv[0])).name
         result = self.transport.run(argv, timeout=timeout, stdin=stdin)
         try:
-            doc = _parse_json(result.text)
+            doc = parse_json(result.text)
         except NonFinite as exc:
             raise DeviceOutputError(
                 f"{name} on {where} printed a non-finite number ({exc}) in its JSON",
@@ -291,7 +306,7 @@ class DeviceSession:
                 status=result.exit_code, stderr=result.error_text[-2000:]) from None
         tail = result.last_error_line()
         if result.exit_code == 0:
-            if doc is _NO_JSON:
+            if doc is NO_JSON:
                 shown = result.text.strip()[:120]
                 raise AgentFailed(
                     f"{name} on {where} printed no valid JSON"
@@ -314,7 +329,7 @@ class DeviceSession:
                 status=result.exit_code,
                 stderr=result.error_text[-2000:],
             )
-        killed = _signal_name(result.exit_code)
+        killed = signal_name(result.exit_code)
         if killed:
             oom = " — out of memory?" if killed == "SIGKILL" else ""
             raise AgentFailed(
@@ -337,60 +352,3 @@ class DeviceSession:
             status=result.exit_code,
             stderr=result.error_text[-2000:],
         )
-
-
-_NO_JSON = object()
-
-
-class NonFinite(ValueError):
-    """NaN, Infinity or a number too large for a float in a device's JSON: refused, never parsed."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise NonFinite(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NonFinite(text[:40])
-    return value
-
-
-def loads_strict(text: str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity/-Infinity and numbers that overflow to infinity
-    (:class:`NonFinite`)."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-
-
-def _parse_json(text: str) -> Any:
-    text = text.strip()
-    if not text:
-        return _NO_JSON
-    try:
-        return loads_strict(text)
-    except NonFinite:
-        raise
-    except ValueError:
-        pass
-    last = text.splitlines()[-1].strip()  # tolerate log lines printed before the document
-    try:
-        return loads_strict(last)
-    except NonFinite:
-        raise
-    except ValueError:
-        return _NO_JSON
-
-
-def _signal_name(status: int) -> str | None:
-    """A signal name if ``status`` means "killed by a signal": negative (local: -signum; SSH: -1 unknown) or
-    a shell's 128+N convention for the common fatal signals."""
-    if status == -1:
-        return "a signal"
-    number = -status if status < 0 else status - 128 if status in (128 + 6, 128 + 9, 128 + 11, 128 + 15) else 0
-    if number <= 0:
-        return None
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

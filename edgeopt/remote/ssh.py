@@ -36,7 +36,7 @@ from edgeopt.remote.host_keys import (
     record_host_key,
 )
 from edgeopt.remote.ssh_config import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, ConnectionSpec, ResolvedConnection
-from edgeopt.remote.ssh_connect import describe_connect_error, open_client
+from edgeopt.remote.ssh_connect import describe_connect_error, link_gone, open_client
 from edgeopt.remote.transport import (
     CHUNK,
     TERM_GRACE,
@@ -166,7 +166,7 @@ class SSHTransport(ClosingTransport):
         if not chan.exit_status_ready():
             raise self._lost(f"running {name!r}", EOFError("no exit status"))
         status = chan.recv_exit_status()
-        if status == -1 and _link_gone(chan):  # paramiko's -1: no exit status came; the link died, not the shell
+        if status == -1 and link_gone(chan):  # paramiko's -1: no exit status came; the link died, not the shell
             raise self._lost(f"running {name!r}", EOFError("the connection closed before the command ended"))
         return capture.result(status)
 
@@ -393,19 +393,3 @@ __all__: Sequence[str] = (
     "host_key_name",
     "record_host_key",
 )
-
-
-def _link_gone(chan: paramiko.Channel, wait: float = 1.0) -> bool:
-    """Whether the channel closed because its connection died. paramiko reports -1 both when the server closed
-    the channel without an exit status (the remote shell killed by a signal: sshd's ``exit-signal``, which
-    paramiko ignores) and when the connection went; in the latter its transport thread closes the channels
-    just before it marks itself inactive, so this waits a moment for that."""
-    deadline = time.monotonic() + wait
-    while True:
-        transport = chan.get_transport()
-        if transport is None or not transport.is_active():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-

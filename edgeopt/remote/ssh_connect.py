@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -236,3 +237,19 @@ def prefer_known_key_types(key_types: list[str]) -> Callable[..., paramiko.Trans
         return transport
 
     return factory
+
+
+def link_gone(chan: paramiko.Channel, wait: float = 1.0) -> bool:
+    """Whether the channel closed because its connection died. paramiko reports -1 both when the server closed
+    the channel without an exit status (the remote shell killed by a signal: sshd's ``exit-signal``, which
+    paramiko ignores) and when the connection went; in the latter its transport thread closes the channels
+    just before it marks itself inactive, so this waits a moment for that."""
+    deadline = time.monotonic() + wait
+    while True:
+        transport = chan.get_transport()
+        if transport is None or not transport.is_active():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
