@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -413,12 +414,14 @@ def test_sigterm_is_an_interrupt_no_staging_left(matrix_files: dict[str, Path], 
     """A CI job cancelled (SIGTERM) mid-matrix: one line, exit 130 as for Ctrl-C, no half-built directory in the
     output tree, the landed cells intact, no Ray process left (and no stack dump from Ray's own handler)."""
     before = ray_processes()
-    temp = Path(tempfile.gettempdir())
-    scratch_before = {p for p in temp.iterdir() if p.name.startswith((".edgeopt-cell-", "edgeopt-"))}
+    # its own temporary directory (short: Ray puts its sockets there), so that other edgeopt processes on the
+    # machine cannot be taken for its leftovers
+    temp = Path(tempfile.mkdtemp(prefix="eo-"))
+    scratch_before: set[Path] = set()
     out = tmp_path / "out"
     proc = subprocess.Popen([*EDGEOPT, "build", "--matrix", str(matrix_files["good"]), "--out", str(out),
                              *(["--ray", "local"] if ray else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+                            text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(temp)})
     lines = lines_of(proc)
     wait_until(lambda: any(": finished in " in x for x in lines), proc)  # one cell landed, others under way
     proc.send_signal(signal.SIGTERM)
@@ -432,6 +435,7 @@ def test_sigterm_is_an_interrupt_no_staging_left(matrix_files: dict[str, Path], 
     time.sleep(1.0)
     assert ray_processes() - before == set(), "Ray processes left after SIGTERM"
     left = {p for p in temp.iterdir() if p.name.startswith((".edgeopt-cell-", "edgeopt-"))} - scratch_before
+    shutil.rmtree(temp, ignore_errors=True)
     assert not left, f"temporary files of the killed cells left: {sorted(left)}"
 
 
