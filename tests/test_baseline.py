@@ -37,6 +37,9 @@ def test_another_lab_on_the_same_device_name_is_not_the_baseline(store) -> None:
     assert base.run_id == "20261201T100000Z-aaaaaa" and [d["ci"]["model"] for d in base.docs] == ["net"]
     other = resolve_baseline("latest-passing", store, devices=["here"], models=["mnist"])
     assert other.run_id == "20261201T110000Z-bbbbbb"
+    # a run of the same lab counts whatever its cells' model names (a renamed model keeps its history)
+    same = resolve_baseline("latest-passing", store, devices=["here"], models=["net"], lab="other-lab")
+    assert same.run_id == "20261201T110000Z-bbbbbb"
 
 
 def test_a_typo_of_a_tag_is_refused_a_new_tag_passes_as_the_first_run(store) -> None:

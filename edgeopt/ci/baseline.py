@@ -68,7 +68,8 @@ def check_tag(spec: str, store: Store) -> None:
 
 
 def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
-                     devices: Collection[str] | None = None, models: Collection[str] | None = None) -> Baseline:
+                     devices: Collection[str] | None = None, models: Collection[str] | None = None,
+                     lab: str | None = None) -> Baseline:
     """``spec``: a JSON file, ``latest-passing`` (default), ``latest``, a run id (or unique prefix), or a tag.
 
     With ``devices`` (the lab's), a tag / ``latest`` / ``latest-passing`` is resolved per device: each device's
@@ -99,7 +100,7 @@ def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
     if not candidates:
         return Baseline(spec, "none", f"none ({label}: no such run yet)",
                         note=f"no baseline found for {spec!r}: every cell is new")
-    runs = per_device_runs(candidates, devices, models)
+    runs = per_device_runs(candidates, devices, models, lab)
     if not runs:  # no run measured these devices: the newest run, every cell new (as with one runner)
         first = candidates[0]
         return Baseline(spec, "store", f"{label} {first['run_id']}", first["run_id"], store.results(first["run_id"]))
@@ -109,20 +110,21 @@ def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
     return Baseline(spec, "store", f"{label} {first_id}{more}", first_id, docs, runs=runs)
 
 
-def measured(run: dict[str, Any], models: Collection[str] | None) -> list[str]:
+def measured(run: dict[str, Any], models: Collection[str] | None, lab: str | None = None) -> list[str]:
     """The devices a run measured (its ``targets``: a CI run's device names); with ``models`` (the lab's), only
     those on which it measured one of them, by the cells its verdict lists: another lab sharing the store and a
-    device name is not this lab's baseline. A run without cells (a plain bench run, older runs) counts whole."""
+    device name is not this lab's baseline. A run of the same ``lab``, or without cells (a plain bench run, older
+    runs), counts whole."""
     targets = list(run.get("targets") or [])
     cells = (run.get("ci") or {}).get("cells")
-    if not models or not isinstance(cells, list) or not cells:
+    if not models or not isinstance(cells, list) or not cells or (lab and (run.get("ci") or {}).get("lab") == lab):
         return targets
     return [t for t in targets if any(isinstance(c, dict) and c.get("device") == t and c.get("model") in models
                                       for c in cells)]
 
 
 def per_device_runs(candidates: list[dict[str, Any]], devices: Collection[str] | None,
-                    models: Collection[str] | None = None) -> dict[str, list[str]]:
+                    models: Collection[str] | None = None, lab: str | None = None) -> dict[str, list[str]]:
     """Run id -> devices, taking each of ``devices`` from the newest candidate run that measured it (for one of
     ``models``: :func:`measured`)."""
     if not devices:
@@ -130,7 +132,7 @@ def per_device_runs(candidates: list[dict[str, Any]], devices: Collection[str] |
     wanted = list(dict.fromkeys(devices))
     runs: dict[str, list[str]] = {}
     for run in candidates:
-        have = [d for d in wanted if d in measured(run, models)]
+        have = [d for d in wanted if d in measured(run, models, lab)]
         if have:
             runs[run["run_id"]] = have
             wanted = [d for d in wanted if d not in have]

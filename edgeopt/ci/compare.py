@@ -36,8 +36,8 @@ def compare_runs(store: Store, current: str, baseline: str | None, gates: Gates 
     if base is None:
         devices = [str(t) for t in run.get("targets") or []]
         models = [str(c.get("model")) for c in (run.get("ci") or {}).get("cells") or [] if isinstance(c, dict)]
-        base = resolve_baseline(baseline, store, exclude=run["run_id"], devices=devices, models=models or None) \
-            if baseline else Baseline(None, "none", "none")
+        base = resolve_baseline(baseline, store, exclude=run["run_id"], devices=devices, models=models or None,
+                                lab=(run.get("ci") or {}).get("lab")) if baseline else Baseline(None, "none", "none")
     cells = evaluate(store.results(run["run_id"]), base.docs, gates)
     infra = (run.get("ci") or {}).get("infra_errors_fail", True)
     return CIResult(run["run_id"], (run.get("ci") or {}).get("lab") or "-", cells, base.to_json(), infra,

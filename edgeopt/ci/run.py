@@ -200,7 +200,8 @@ def run_ci(opts: CIOptions, progress: CIProgress | None = None) -> CIResult:
     try:
         run_id = new_run_id()
         baseline = resolve_baseline(opts.baseline or lab.baseline, store, exclude=run_id,
-                                    devices=[d.name for d in lab.devices], models=[m.name for m in lab.models])
+                                    devices=[d.name for d in lab.devices], models=[m.name for m in lab.models],
+                                    lab=lab.name)
         if baseline.note:
             progress.note(baseline.note)
         plans = plan_lab(lab, opts, progress)
