@@ -267,16 +267,17 @@ class DeviceSession:
         try:
             listed = self.transport.run([self.python, "-c", _STALE_PARTS, directory, filename, part,
                                          str(STALE_PART_S)], timeout=30)
-            stale = json.loads(listed.text) if listed.ok else []
-        except (RemoteError, ValueError):
+            found = json.loads(listed.text) if listed.ok else []
+            stale = sorted(((str(path), int(size)) for path, size in found), key=lambda x: -x[1])
+        except (RemoteError, ValueError, TypeError):  # no Python there, or a listing that is not [[path, size]]
             return False
         adopted = False
-        for path, _size in sorted(stale, key=lambda x: -int(x[1])):
+        for path, _size in stale:
             try:
                 if adopted:
-                    self.transport.remove(str(path))
+                    self.transport.remove(path)
                 else:
-                    self.transport.rename(str(path), part)
+                    self.transport.rename(path, part)
                     adopted = True
             except (RemoteError, OSError):
                 continue  # taken or removed by another session meanwhile
