@@ -36,11 +36,11 @@ def _model(nodes: list, name: str, ins: list, outs: list, inits: list, opset: in
     return m
 
 
-def classifier(opset: int, dynamic_hw: bool = False) -> onnx.ModelProto:
+def classifier(opset: int, dynamic_hw: bool = False, image: str = "images") -> onnx.ModelProto:
     """NCHW conv classifier: conv-relu-conv-relu-GAP-flatten-gemm, images [N,3,32,32] -> logits [N,10]."""
     rng = np.random.default_rng(1)
     hw: list = ["H", "W"] if dynamic_hw else [32, 32]
-    nodes = [h.make_node("Conv", ["images", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    nodes = [h.make_node("Conv", [image, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
              h.make_node("Relu", ["c1"], ["r1"]),
              h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
              h.make_node("Relu", ["c2"], ["r2"]),
@@ -49,7 +49,7 @@ def classifier(opset: int, dynamic_hw: bool = False) -> onnx.ModelProto:
              h.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1)]
     inits = [_w(rng, "w1", (8, 3, 3, 3)), _w(rng, "b1", (8,)), _w(rng, "w2", (16, 8, 3, 3)), _w(rng, "b2", (16,)),
              _w(rng, "wf", (10, 16)), _w(rng, "bf", (10,))]
-    return _model(nodes, "classifier", [h.make_tensor_value_info("images", T.FLOAT, ["N", 3, *hw])],
+    return _model(nodes, "classifier", [h.make_tensor_value_info(image, T.FLOAT, ["N", 3, *hw])],
                   [h.make_tensor_value_info("logits", T.FLOAT, ["N", 10])], inits, opset)
 
 
@@ -142,6 +142,8 @@ CASES = {
     "two-in-two-out": (two_in_two_out, {"image": (1, 3, 16, 16), "meta/vec:0": (1, 5)}),
     # dynamic N, H, W: converted once, then run at a size other than the check's default 32x32
     "classifier-dynamic-hw": (lambda: classifier(13, dynamic_hw=True), {"images": (1, 3, 48, 40)}),
+    # torch.onnx.export's default input name: TF makes the serving argument "input_1" (it failed in LiteRT)
+    "pytorch-input-name": (lambda: classifier(11, image="input.1"), {"input.1": (1, 3, 32, 32)}),
 }
 
 

@@ -77,8 +77,12 @@ def onnx2tf_unavailable() -> str | None:
 
 
 def onnx2tf_facts() -> dict[str, Any]:
-    """What an ONNX -> TFLite artifact depends on beyond our own tools: the tool venv's pinned requirements."""
-    from edgeopt.artifacts.files import sha256_file
-    from edgeopt.convert.onnx2tf import requirements_file
+    """What an ONNX -> TFLite artifact depends on beyond our own tools: the tool venv's pinned requirements and the
+    driver script run there (its naming and layout checks)."""
+    import hashlib
 
-    return {"onnx2tf_requirements": sha256_file(requirements_file())}
+    from edgeopt.artifacts.files import sha256_file
+    from edgeopt.convert.onnx2tf import DRIVER, requirements_file
+
+    return {"onnx2tf_requirements": sha256_file(requirements_file()),
+            "onnx2tf_driver": hashlib.sha256(DRIVER.encode()).hexdigest()[:16]}

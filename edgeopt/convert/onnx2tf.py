@@ -161,7 +161,7 @@ def ensure_tool_venv(note: Note = _quiet, *, timeout: float = 1800.0) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- conversion
-_DRIVER = r'''
+DRIVER = r'''
 import itertools, json, re, sys, time
 spec = json.loads(sys.argv[1])
 import numpy as np, onnx, onnxruntime as ort, onnx2tf, tensorflow as tf, tf_keras
@@ -238,17 +238,19 @@ for combo in itertools.product(*in_cands):
 if best is None: sys.exit("edgeopt: the TF model accepts no layout of the ONNX inputs")
 worst, combo, picked = best
 
-def sig(names):
+def sig(names, identifiers=False):
+    # inputs become the serving function's argument names, which TF turns into identifiers ("input.1", PyTorch's
+    # default, is "input_1" in the SavedModel): made so here, so that the names recorded are the file's
     out, seen = [], set()
     for n in names:
-        s = re.sub(r"[^A-Za-z0-9_.-]", "_", n)
-        s = s if re.match(r"[A-Za-z0-9.]", s) else "t" + s
+        s = re.sub(r"[^A-Za-z0-9_]" if identifiers else r"[^A-Za-z0-9_.-]", "_", n)
+        s = s if re.match(r"[A-Za-z]" if identifiers else r"[A-Za-z0-9.]", s) else "t" + s
         base, k = s, 1
         while s in seen: s, k = f"{base}_{k}", k + 1
         seen.add(s); out.append(s)
     return out
 
-in_sig, out_sig = sig([n for n, _, _ in ins]), sig([n for n, _, _ in outs])
+in_sig, out_sig = sig([n for n, _, _ in ins], identifiers=True), sig([n for n, _, _ in outs])
 report = {"convert_seconds": convert_s, "inputs": [], "outputs": []}
 for (n, s, dt), d, p, sn in zip(ins, tf_in, combo, in_sig):
     report["inputs"].append({"onnx_name": n, "signature_name": sn, "onnx_shape": s, "tf_shape": d, "dtype": dt,
@@ -333,7 +335,7 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, *, note: Note = _quiet, 
                 "shape_hints": {k: [int(d) for d in v] for k, v in (shape_hints or {}).items()}}
         quiet = not os.environ.get("EDGEOPT_DEBUG")
         try:
-            done = subprocess.run([str(python), "-c", _DRIVER, json.dumps(spec)], cwd=tmp, env=_tool_env(),
+            done = subprocess.run([str(python), "-c", DRIVER, json.dumps(spec)], cwd=tmp, env=_tool_env(),
                                   capture_output=quiet, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise ConversionError(f"onnx2tf took longer than {timeout:.0f} s on {label}",
