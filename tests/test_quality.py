@@ -194,6 +194,22 @@ def test_channel_axis_and_classifier_rules() -> None:
     assert is_classifier((8, 10)) and not is_classifier((8, 1)) and not is_classifier((8, 84, 100))
 
 
+def test_a_detection_s_collapsed_score_is_caught_on_the_last_axis() -> None:
+    """``[N, 1, 4+1]`` (one detection: pixel box and a score): axis 1 (size 1) was the only channel axis judged,
+    so a score quantised to two values hid behind the boxes' 640-pixel range (int8 reported ok, SQNR 44 dB)."""
+    rng = np.random.default_rng(3)
+    ref = np.concatenate([rng.uniform(0, 640, (200, 1, 4)), rng.uniform(0.58, 1.0, (200, 1, 1))], 2).astype(np.float32)
+    cand = ref + rng.normal(0, 0.5, ref.shape).astype(np.float32)
+    cand[:, :, 4] = np.where(ref[:, :, 4] > 0.9, 1.859, 0.0)
+    r = verdict(ref, cand)
+    fig = r["outputs"]["out"]
+    assert fig["sqnr_db"] > 40  # the whole output looks fine
+    assert fig["channel_axis"] == 2 and fig["worst_channel"] == 4 and fig["channel_snr_db_min"] < 0
+    assert r["verdict"] == "broken"
+    ok = verdict(ref, ref + rng.normal(0, 0.002, ref.shape).astype(np.float32))  # both axes fine: ok
+    assert ok["verdict"] == "ok"
+
+
 def test_a_regression_output_collapsed_to_one_value_is_broken() -> None:
     ref = np.linspace(-3, 3, 50, dtype=np.float32)
     r = verdict(ref, np.zeros_like(ref))

@@ -133,10 +133,29 @@ def judge(figures: dict[str, Any], opts: QualityOptions) -> list[tuple[int, tupl
 
 
 def _channel_figures(ref: np.ndarray, cand: np.ndarray, scale: float, opts: QualityOptions) -> dict[str, Any]:
-    """Per channel (``channel_axis``), over samples and positions: which channels vary in the float model,
-    which of those are constant in the artifact, and the worst channel's SNR (its float variance over its
-    mean square error: 0 dB or less carries nothing of its float variation)."""
+    """Per channel, over samples and positions: which channels vary in the float model, which of those are
+    constant in the artifact, and the worst channel's SNR (its float variance over its mean square error: 0 dB or
+    less carries nothing of its float variation). For rank >= 3 both axis 1 and the last are judged and the worse
+    reported: which holds the quantities is a guess from the shape (``[N, 1, 4+1]``: one detection of 4 box
+    coordinates and a score, whose collapse axis 1 alone hid)."""
     axis = channel_axis(ref.shape)
+    figures = _channels_along(ref, cand, axis, scale, opts)
+    other = None if axis is None or ref.ndim < 3 else (ref.ndim - 1 if axis == 1 else 1)
+    if other is not None and other != axis:
+        alt = _channels_along(ref, cand, other, scale, opts)
+        if _severity(alt) > _severity(figures):
+            figures = alt
+    return figures
+
+
+def _severity(figures: dict[str, Any]) -> tuple[float, float]:
+    share = figures.get("constant_channel_share") or 0.0
+    snr = figures.get("channel_snr_db_min")
+    return (float(share), -float(snr) if snr is not None else float("-inf"))
+
+
+def _channels_along(ref: np.ndarray, cand: np.ndarray, axis: int | None, scale: float,
+                    opts: QualityOptions) -> dict[str, Any]:
     if axis is None:
         r, c = ref.reshape(1, -1), cand.reshape(1, -1)
     else:
