@@ -178,6 +178,33 @@ def test_onnx2tf_then_our_tflite_matches_onnxruntime(case: str, tool_venv: Path,
 
 
 @pytest.mark.slow
+def test_external_data_models_convert_and_key_their_weights(tool_venv: Path, tmp_path: Path) -> None:
+    """``model.onnx`` + ``model.onnx.data`` (weights saved beside the graph): onnx2tf got the graph alone ("should
+    be stored in …/model.onnx.data, but it doesn't exist"); the content key ignored the weights."""
+    from edgeopt.errors import ModelError
+    from edgeopt.inputs.model import open_model
+
+    onnx_file = tmp_path / "ext" / "model.onnx"
+    onnx_file.parent.mkdir()
+    onnx.save(classifier(11), onnx_file, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext" / "model.onnx.data").is_file()
+    result = o2t.onnx_to_saved_model(onnx_file, tmp_path / "sm")
+    check = _litert_vs_onnxruntime(onnx_file, result, {"images": (1, 3, 32, 32)})
+    assert all(e <= TOL for e in check["errors"].values()), check
+    key = open_model(onnx_file).sha256
+    data = tmp_path / "ext" / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1
+    data.write_bytes(bytes(raw))
+    assert open_model(onnx_file).sha256 != key  # other weights, another key
+    data.unlink()
+    with pytest.raises(ModelError) as info:
+        open_model(onnx_file)
+    assert "has its data in model.onnx.data, which is missing" in info.value.one_line()
+
+
+@pytest.mark.slow
 def test_two_io_layouts_and_sanitised_names(tool_venv: Path, tmp_path: Path) -> None:
     onnx_file = tmp_path / "two.onnx"
     onnx.save(two_in_two_out(), onnx_file)

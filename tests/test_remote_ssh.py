@@ -359,11 +359,12 @@ def test_a_key_file_that_is_no_private_key_is_named(sshd: SshServer, known_hosts
     pub.write_text(generate_ed25519(tmp_path / "k", "x"))
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
-    for path, says in ((pub, "a public key"), (text, "")):
+    for path, says in ((pub, "(a public key)"), (text, "")):
         with pytest.raises(RemoteError) as info:
-            ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(path))).resolve()  # type: ignore[arg-type]
+            SSHTransport(ConnectionSpec(**sshd.connect_kwargs(known_hosts, key_filename=str(path))))  # type: ignore[arg-type]
         line = info.value.one_line()
-        assert f"SSH key file {path} (--key) is not a private key" in line and says in line and "sshd log" not in line
+        assert f"SSH key file {path} is not a private key paramiko can read" in line, line
+        assert says in line and "sshd log" not in line and "the one without .pub" in line
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from edgeopt.artifacts.files import atomic_write_bytes, file_lock, read_json, sha256_file, staged_directory
 from edgeopt.errors import ConversionError, ModelError
+from edgeopt.inputs.onnx_external import external_data_files
 from edgeopt.paths import PACKAGE_DIR, cache_root
 
 ONNX2TF_VERSION = "2.6.9"
@@ -311,6 +312,21 @@ def _failure(label: str, stderr: str, stdout: str) -> ConversionError:
     return err
 
 
+def internalised(onnx_path: Path, dest: Path) -> None:
+    """``onnx_path`` with its external data read in, saved as one file (onnx2tf and the onnxsim it runs read only
+    the graph file). Protobuf caps that at 2 GiB."""
+    import onnx
+    from onnx.external_data_helper import convert_model_from_external_data
+
+    model = onnx.load(str(onnx_path))
+    convert_model_from_external_data(model)
+    try:
+        onnx.save(model, str(dest))
+    except ValueError as exc:  # protobuf: "Message onnx.ModelProto exceeds maximum protobuf size of 2GB"
+        raise ModelError(f"{onnx_path} with its external data is over 2 GiB, more than onnx2tf can read",
+                         "build an ONNX-only target (formats: [onnx]) for this model") from exc
+
+
 def onnx_to_saved_model(onnx_path: Path, out_dir: Path, *, note: Note = _quiet, model_label: str | None = None,
                         batch: int | None = None, shape_hints: Mapping[str, Sequence[int]] | None = None,
                         tolerance: float = DEFAULT_TOLERANCE, timeout: float = 900.0,
@@ -329,7 +345,10 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, *, note: Note = _quiet, 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgeopt-onnx2tf-") as tmp, staged_directory(Path(out_dir)) as stage:
         private = Path(tmp) / "model.onnx"  # onnx2tf rewrites its input in place (onnxsim): never the user's file
-        shutil.copyfile(onnx_path, private)
+        if external_data_files(onnx_path):  # weights saved beside the graph (model.onnx.data): onnx2tf takes one file
+            internalised(onnx_path, private)
+        else:
+            shutil.copyfile(onnx_path, private)
         spec = {"onnx": str(private), "work": str(Path(tmp) / "work"), "out": str(stage),
                 "report": str(Path(tmp) / "report.json"), "batch": batch, "seed": seed, "tolerance": tolerance,
                 "shape_hints": {k: [int(d) for d in v] for k, v in (shape_hints or {}).items()}}

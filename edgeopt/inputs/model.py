@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -275,6 +276,12 @@ def open_model(path: str | os.PathLike[str]) -> SourceModel:
         raise ModelError(f"{p}: file is empty", "re-export the model")
     try:
         digest = sha256_tree(p)
+        if kind == "onnx":  # the weights saved beside the graph are part of the model's content
+            from edgeopt.inputs.onnx_external import external_data_files
+
+            extra = [f"{loc}={sha256_tree(p.parent / loc)}" for loc in external_data_files(p)]
+            if extra:
+                digest = hashlib.sha256("\n".join([digest, *extra]).encode()).hexdigest()
     except OSError as exc:
         raise ModelError(f"{p}: cannot read ({exc.strerror or exc})", BUILD_TAKES) from exc
     return SourceModel(path=p, kind=kind, sha256=digest)

@@ -250,15 +250,6 @@ def _key_file(path: str | os.PathLike[str], what: str) -> str:
     key_path = Path(os.path.expanduser(str(path)))
     if not key_path.is_file():
         raise RemoteError(f"SSH key file {key_path} does not exist", f"check the key_filename/{what} path")
-    try:  # read here, so that a wrong file is named as such (paramiko: "not a valid OPENSSH private key file")
-        paramiko.PKey.from_path(key_path)
-    except paramiko.PasswordRequiredException:
-        pass  # encrypted: ssh-agent's business (said when authentication needs it)
-    except (paramiko.SSHException, ValueError, OSError, IndexError, TypeError) as exc:
-        public = key_path.suffix == ".pub" or key_path.read_bytes()[:4] in (b"ssh-", b"ecds")
-        raise RemoteError(f"SSH key file {key_path} ({what}) is not a private key: "
-                          f"{'a public key' if public else str(exc) or type(exc).__name__}",
-                          "give the private key file (the one without .pub), in OpenSSH or PEM format") from exc
     return str(key_path)
 
 

@@ -11,9 +11,11 @@ key contents and secrets never appear in messages.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import paramiko
@@ -28,6 +30,10 @@ from paramiko.ssh_exception import (
 from edgeopt.errors import HostKeyError, RemoteError
 from edgeopt.remote.host_keys import HostKeyPolicy, KnownHosts
 from edgeopt.remote.ssh_config import ResolvedConnection
+
+# what paramiko says when a key file is not a private key it can read (a .pub file, a text file, garbage)
+KEY_FILE_PROBLEM = re.compile(r"private key file|not a valid .*key|encountered .* key, expected|Invalid key|"
+                              r"unpack requires|no such key|q must be exactly", re.IGNORECASE)
 
 
 def describe_connect_error(conn: ResolvedConnection, exc: BaseException) -> RemoteError | None:
@@ -81,6 +87,12 @@ def describe_connect_error(conn: ResolvedConnection, exc: BaseException) -> Remo
             "check the user name and that your public key is in ~/.ssh/authorized_keys on the device "
             "(ssh-copy-id); a passphrase-protected key must be loaded into ssh-agent",
         )
+    if isinstance(exc, SSHException) and KEY_FILE_PROBLEM.search(str(exc)) and conn.key_filenames:
+        files = ", ".join(conn.key_filenames)  # paramiko read a key file it could not parse: ours, not the device's
+        public = any(Path(f).suffix == ".pub" for f in conn.key_filenames)
+        return RemoteError(f"SSH key file {files} is not a private key paramiko can read"
+                           f"{' (a public key)' if public else ''}: {' '.join(str(exc).split())[:160]}",
+                           "give the private key file (the one without .pub), in OpenSSH or PEM format")
     if isinstance(exc, (SSHException, EOFError)):
         text = str(exc) or type(exc).__name__
         if "banner" in text.lower():
