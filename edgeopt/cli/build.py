@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,13 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     target = load_target(args.target or "local")
     profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
+    asked_all = any(n.strip() == "all" for v in args.profile or [] for n in v.split(","))
+    if asked_all and args.model and Path(args.model).suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        skipped = [p.name for p in profiles if p.needs_training]  # named one by one they stay an error
+        profiles = [p for p in profiles if not p.needs_training]
+        if skipped:
+            print(f"edgeopt: -p all: skipping {', '.join(skipped)} (they fine-tune, prune or distil the model, "
+                  f"which needs a Keras model; {Path(args.model).name} is not one)", file=sys.stderr)
     return BuildRequest(target=target, profiles=profiles, model=args.model, data=args.data, eval=args.eval,
                         train=args.train, out=Path(args.out or "artifacts"), force=args.force,
                         drop_non_finite=args.drop_non_finite)
