@@ -372,3 +372,33 @@ def test_a_dead_layer_is_named_when_the_runtime_refuses_an_artifact(tmp_path: Pa
     convert_tflite(open_model(str(_dead_branch_model(tmp_path / "h.keras", live=True))).load(), load_profile(
         "fp32").tflite, healthy, calibration=None, calibration_samples=0, static_batch=True)
     assert empty_range_tensors(healthy.read_bytes()) == []  # float: nothing quantised
+
+
+def test_a_float16_onnx_model_is_refused_in_one_line(capsys, tmp_path: Path) -> None:
+    """A float16 ONNX export failed deep in the converters (onnx2tf's check on fp16 rounding, ORT's quantiser on
+    float16 inputs) with hints that blamed an op, and its fp32 profile gave a float16 model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    w16 = numpy_helper.from_array(numpy_helper.to_array(w).astype(np.float16), "w16")  # float16 weights, float32 I/O
+    weights = helper.make_model(helper.make_graph(
+        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g", list(graph.input), list(graph.output), [w16]), opset_imports=[helper.make_opsetid("", 13)])
+    weights.ir_version = 7
+    onnx.save(convert_float_to_float16(model, keep_io_types=False), tmp_path / "half.onnx")
+    onnx.save(weights, tmp_path / "half-weights.onnx")
+    for name, keep_io in (("half.onnx", False), ("half-weights.onnx", True)):
+        code, line = run_cli(capsys, "build", str(tmp_path / name), "-p", "fp32", "--out", str(tmp_path / "out"))
+        assert code == 2 and "a float16 model" in line and "export the model in float32" in line, line
+        assert ("float16 inputs/outputs (x, y)" if not keep_io else "float16 weights") in line
+        _one_line(line)
+    assert not (tmp_path / "out").exists()
+    onnx.save(model, tmp_path / "float.onnx")  # the float32 original builds
+    assert main(["build", str(tmp_path / "float.onnx"), "-p", "fp32", "--out", str(tmp_path / "out")]) == 0

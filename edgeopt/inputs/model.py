@@ -129,6 +129,7 @@ class SourceModel:
         inits = {i.name for i in proto.graph.initializer}
         self.inputs = [_onnx_spec(self.path, v, "input") for v in proto.graph.input if v.name not in inits]
         self.outputs = [_onnx_spec(self.path, v, "output") for v in proto.graph.output]
+        check_onnx_float32(self.path, proto, self.inputs + self.outputs)
         self.params = int(sum(int(np.prod(i.dims)) for i in proto.graph.initializer))
         self._session = onnx_session(self.path, proto)
         self._handle = proto
@@ -320,6 +321,21 @@ def check_onnx_domains(path: Path, proto: Any) -> None:
         ops = "; ".join(f"domain '{d}': {', '.join(sorted(o))}" for d, o in sorted(custom.items()))
         raise ModelError(f"{path}: uses custom operators ({ops[:200]})",
                          "edgeopt builds models of the standard ONNX operator set; export without custom ops")
+
+
+def check_onnx_float32(path: Path, proto: Any, specs: list[TensorSpec]) -> None:
+    """A float16 ONNX model (float16 inputs/outputs, or every float weight float16) is refused: the converters and
+    the quality check start from the float32 model (onnx2tf's check failed on fp16 rounding; the fp32 profile
+    gave a float16 model; ONNX Runtime's int8 quantiser cannot take float16)."""
+    import onnx
+
+    half = [t.name for t in specs if t.dtype == "float16"]
+    floats = [i.data_type for i in proto.graph.initializer
+              if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    if half or (floats and all(d == onnx.TensorProto.FLOAT16 for d in floats)):
+        what = f"float16 inputs/outputs ({', '.join(half[:4])})" if half else "float16 weights"
+        raise ModelError(f"{path}: a float16 model ({what}); edgeopt builds from the float32 model",
+                         "export the model in float32 (the fp16 profile makes the float16 artifact from it)")
 
 
 def onnx_session(path: Path, proto: Any) -> Any:
