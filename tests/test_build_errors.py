@@ -402,3 +402,26 @@ def test_a_float16_onnx_model_is_refused_in_one_line(capsys, tmp_path: Path) -> 
     assert not (tmp_path / "out").exists()
     onnx.save(model, tmp_path / "float.onnx")  # the float32 original builds
     assert main(["build", str(tmp_path / "float.onnx"), "-p", "fp32", "--out", str(tmp_path / "out")]) == 0
+
+
+def test_an_onnx_output_that_is_a_constant_is_refused_in_one_line(capsys, tmp_path: Path) -> None:
+    """An anchor grid exported as an initializer output ([3, 4], no batch axis): onnx2tf dropped it ("made 1/1
+    outputs, the ONNX model has 1/2") and an ONNX-only build leaked an internal shape check."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("anchors", TensorProto.FLOAT, [3, 4])],
+        [numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "anchors")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, tmp_path / "m.onnx")
+    code, line = run_cli(capsys, "build", str(tmp_path / "m.onnx"), "-p", "fp32", "--out", str(tmp_path / "out"))
+    assert code == 2 and "output 'anchors' is a constant of the model" in line and "export the model without it" in line
+    _one_line(line)
+    assert not (tmp_path / "out").exists()

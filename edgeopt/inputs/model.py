@@ -130,6 +130,12 @@ class SourceModel:
         self.inputs = [_onnx_spec(self.path, v, "input") for v in proto.graph.input if v.name not in inits]
         self.outputs = [_onnx_spec(self.path, v, "output") for v in proto.graph.output]
         check_onnx_float32(self.path, proto, self.inputs + self.outputs)
+        constant = {n for node in proto.graph.node if node.op_type == "Constant" for n in node.output} | inits
+        fixed = [o.name for o in proto.graph.output if o.name in constant]
+        if fixed:
+            raise ModelError(f"{self.path}: output {fixed[0]!r} is a constant of the model (no batch axis, the same "
+                             "for every input); edgeopt compares outputs sample by sample",
+                             "export the model without it (ship the constant, e.g. an anchor grid, beside the model)")
         self.params = int(sum(int(np.prod(i.dims)) for i in proto.graph.initializer))
         self._session = onnx_session(self.path, proto)
         self._handle = proto
