@@ -228,6 +228,7 @@ def test_failed_check_leaves_nothing_and_keeps_old_output(tool_venv: Path, tmp_p
         with pytest.raises(ConversionError, match="differs from ONNX Runtime") as info:
             o2t.onnx_to_saved_model(onnx_file, out, tolerance=0.0)
         assert "\n" not in info.value.one_line()
+        assert "disagrees with ONNX Runtime" in info.value.one_line() and "formats: is [onnx]" in info.value.one_line()
     assert [p.name for p in old.iterdir()] == ["keep.txt"]
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "old"]
@@ -242,8 +243,9 @@ def test_unconvertible_model_names_the_problem(tool_venv: Path, tmp_path: Path) 
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 13), h.make_opsetid("com.example", 1)])
     onnx_file = tmp_path / "bad.onnx"
     onnx.save(m, onnx_file)
-    with pytest.raises(ConversionError, match="onnx2tf could not convert bad.onnx: it has no mapping for ONNX op Frobnicate"):
+    with pytest.raises(ConversionError, match="onnx2tf could not convert bad.onnx: it has no mapping for ONNX op Frobnicate") as info:
         o2t.onnx_to_saved_model(onnx_file, tmp_path / "out")
+    assert "cannot map" in info.value.one_line()
     assert not (tmp_path / "out").exists()
 
 

@@ -306,8 +306,17 @@ def _failure(label: str, stderr: str, stdout: str) -> ConversionError:
     op = re.search(r"No module named 'onnx2tf\.ops\.(\w+)'", text)
     if op:
         last = f"it has no mapping for ONNX op {op.group(1)}"
-    err = ConversionError(f"onnx2tf could not convert {label}: {last.removeprefix('edgeopt: ')[:300]}",
-                          "the model uses an op or pattern onnx2tf cannot map; EDGEOPT_DEBUG=1 shows its full log")
+    if "differs from ONNX Runtime" in last:  # it converted, but its model computes something else
+        hint = ("onnx2tf mapped the model to a TF graph that disagrees with ONNX Runtime (a layout it guessed "
+                "wrong, or an op it maps differently); build the ONNX artifacts alone with a target whose formats: "
+                "is [onnx], or report it to onnx2tf with the log EDGEOPT_DEBUG=1 shows")
+    elif "inputs/outputs, the ONNX model has" in last:
+        hint = ("onnx2tf's model lacks some inputs/outputs of the ONNX model (it drops ones it folds away); build "
+                "the ONNX artifacts alone with a target whose formats: is [onnx]")
+    else:
+        hint = ("the model uses an op or pattern onnx2tf cannot map; a target whose formats: is [onnx] builds the "
+                "ONNX artifacts alone; EDGEOPT_DEBUG=1 shows onnx2tf's full log")
+    err = ConversionError(f"onnx2tf could not convert {label}: {last.removeprefix('edgeopt: ')[:300]}", hint)
     err.add_note("onnx2tf stderr (tail):\n" + "\n".join(useful[-25:]))
     return err
 
