@@ -87,7 +87,10 @@ def parity_block(outputs: Sequence[Any], names: Sequence[str], reference: Dict[s
                                 "worst_output": worst["index"], "outputs": rows, "artifact": artifact,
                                 "float": worst["float"]}
     if "labels" in reference and outputs:
-        block["accuracy"] = accuracy(outputs[0], reference["labels"])
+        key = "labels_output_%s" % fmt  # which output the labels are for (the build's classifier output)
+        index = int(reference[key]) if key in reference else 0
+        block["accuracy"] = accuracy(outputs[min(index, len(outputs) - 1)], reference["labels"])
+        block["accuracy_output"] = names[min(index, len(outputs) - 1)]
     # Flat copies of the headline figures, for a gate that reads one level deep.
     block["top1_agreement"] = artifact["top1_agreement"] if artifact else None
     block["max_abs_diff"] = artifact["max_abs_diff"] if artifact else None

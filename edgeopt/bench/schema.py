@@ -99,6 +99,7 @@ class ParityBlock(_Open):
 
     artifact: ArtifactParity | None = None
     accuracy: Num | None = None
+    accuracy_output: StrictStr | None = None  # the output the labels were compared with
     top1_agreement: Num | None = None
     max_abs_diff: Num | None = None
     worst_output: StrictInt | None = None

@@ -190,10 +190,10 @@ class Pipeline:
                 calib = check_against_model(calib, src.inputs, "calibration", min_samples=max(needed, default=1))
             if evalset is not None:
                 evalset = check_against_model(evalset, src.inputs, "eval")
-                check_labels(evalset, src.output_shape, "eval")
+                check_labels(evalset, src.outputs[src.label_output].sample_shape if src.outputs else (), "eval")
             if train is not None and any(p.needs_training for p, _ in todo):
                 train = check_against_model(train, src.inputs, "training")
-                check_labels(train, src.output_shape, "training")
+                check_labels(train, src.outputs[src.label_output].sample_shape if src.outputs else (), "training")
             self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
             with tempfile.TemporaryDirectory(prefix="edgeopt-run-") as workdir:
                 self._workdir = Path(workdir)

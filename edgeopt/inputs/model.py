@@ -58,6 +58,15 @@ class SourceModel:
         return self.outputs[0].sample_shape if self.outputs else ()
 
     @property
+    def label_output(self) -> int:
+        """The output eval labels belong to: the only one, else the first classifier output (rank 2, ``(N, C)``,
+        ``C >= 2``), else the first."""
+        for k, o in enumerate(self.outputs if len(self.outputs) > 1 else []):
+            if len(o.shape) == 2 and (o.shape[1] or 0) >= 2:
+                return k
+        return 0
+
+    @property
     def single_io(self) -> bool:
         """One batched input and one output: what training transforms, TFLM firmware and top-1 figures take."""
         return len(self.inputs) == 1 and len(self.outputs) == 1 and self.inputs[0].batched
