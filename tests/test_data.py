@@ -58,6 +58,14 @@ def test_bad_sources_are_clear(tmp_path: Path) -> None:
     np.savez(tmp_path / "ylen.npz", x=np.zeros((3, 2)), y=np.zeros(4))
     with pytest.raises(DataError, match="4 labels but x has 3 samples"):
         load_dataset(str(tmp_path / "ylen.npz"))
+    np.savez(tmp_path / "ylen2.npz", image=np.zeros((3, 2)), y=np.zeros(4))  # named after the model's input
+    with pytest.raises(DataError, match="4 labels but image has 3 samples") as info:
+        load_dataset(str(tmp_path / "ylen2.npz"))
+    assert "one label per sample" in info.value.one_line()
+    np.savez(tmp_path / "yfrac.npz", x=np.zeros((3, 2)), y=np.array([0.5, 1, 2]))
+    with pytest.raises(DataError, match="integer class labels") as info:
+        load_dataset(str(tmp_path / "yfrac.npz"))
+    assert "class indices" in info.value.one_line()
     with pytest.raises(DataError, match="cannot import"):
         load_dataset("no_such_module_xyz:fn")
 

@@ -108,7 +108,8 @@ def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
     width = None
     if y is not None:
         if y.ndim == 0 or y.shape[0] != x.shape[0]:
-            raise DataError(f"{spec}: y has {y.shape[0] if y.ndim else 0} labels but x has {x.shape[0]} samples")
+            raise DataError(f"{spec}: y has {y.shape[0] if y.ndim else 0} labels but {first} has {x.shape[0]} "
+                            "samples", "give one label per sample (y's first axis = the inputs' first axis)")
         if y.ndim > 2 or y.dtype.kind not in "biuf":
             raise DataError(f"{spec}: y must hold class labels, one per sample (got shape {y.shape}, dtype "
                             f"{y.dtype})", "class indices (N,) or one-hot rows (N, classes)")
@@ -127,7 +128,8 @@ def _check_arrays(raw: RawData, spec: str, drop_non_finite: bool) -> Dataset:
             if y.dtype.kind in "bu" or np.all(np.mod(y, 1) == 0):
                 y = y.astype(np.int64)
             else:
-                raise DataError(f"{spec}: y must hold integer class labels (got dtype {y.dtype})")
+                raise DataError(f"{spec}: y must hold integer class labels (got dtype {y.dtype} with fractions)",
+                                "give class indices (e.g. y.argmax(1) of scores), or leave y out")
     sha = _hash_arrays(x, y) if not named else \
         _hash_arrays(np.array(sorted(arrays)), *(arrays[k] for k in sorted(arrays)), y)
     if found.samples:
@@ -263,7 +265,9 @@ def _check_input(x: np.ndarray, spec: TensorSpec, what: str) -> np.ndarray:
             "pass preprocessed float inputs exactly as the model takes them (e.g. x.astype('float32') / 255)",
         )
     if want_kind in "iu" and x.dtype.kind == "f":
-        raise DataError(f"{what} float data but the model input is {input_dtype}")
+        raise DataError(f"{what} float data but the model input is {input_dtype}",
+                        f"give the values as the model takes them (e.g. token ids as integers: "
+                        f"x.astype('{input_dtype}'))")
     if x.dtype == np.dtype(input_dtype):
         return x
     if want_kind in "iu" and x.size:
