@@ -294,3 +294,38 @@ def test_missing_onnx_file_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         o2t.onnx_to_saved_model(tmp_path / "absent.onnx", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_when_onnx2tf_fails_the_onnx_artifacts_are_still_built(tool_venv: Path, tmp_path: Path, capsys) -> None:
+    """A tf2onnx-style NHWC graph (Transpose -> Conv -> Transpose) that onnx2tf 2.6.9 maps to a wrong TF graph
+    (relative error 0.6, caught by its check): the whole build failed, the ONNX artifacts too, though ONNX
+    Runtime's quantisation needs no onnx2tf. Now they are built, the TFLite skip is recorded, and the exit is 2."""
+    import json
+
+    from edgeopt.cli import main
+
+    rng = np.random.default_rng(0)
+    nodes = [h.make_node("Transpose", ["input_1:0"], ["t"], perm=[0, 3, 1, 2]),
+             h.make_node("Conv", ["t", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             h.make_node("Relu", ["c"], ["r"]), h.make_node("Transpose", ["r"], ["rt"], perm=[0, 2, 3, 1]),
+             h.make_node("Reshape", ["rt", "shp"], ["f"]), h.make_node("MatMul", ["f", "w"], ["m"]),
+             h.make_node("Add", ["m", "b"], ["l"]), h.make_node("Softmax", ["l"], ["dense/Softmax:0"], axis=1)]
+    inits = [_w(rng, "cw", (8, 3, 3, 3)), nh.from_array(np.full(8, 0.1, np.float32), "cb"),
+             nh.from_array(np.array([-1, 512], np.int64), "shp"), _w(rng, "w", (512, 10)),
+             nh.from_array(np.zeros(10, np.float32), "b")]
+    model = _model(nodes, "nhwc", [h.make_tensor_value_info("input_1:0", T.FLOAT, ["unk__6", 16, 16, 3])],
+                   [h.make_tensor_value_info("dense/Softmax:0", T.FLOAT, ["unk__7", 10])], inits, 13)
+    onnx.save(model, tmp_path / "nhwc.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(64, 16, 16, 3)).astype(np.float32))
+    code = main(["build", str(tmp_path / "nhwc.onnx"), "-p", "fp32,int8", "--data", str(tmp_path / "calib.npz"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "edgeopt: error: tflite not built for fp32: onnx2tf could not convert" in err, err
+    assert "disagrees with ONNX Runtime" in err
+    for profile in ("fp32", "int8"):
+        manifest = json.loads((tmp_path / "out" / "local" / profile / "manifest.json").read_text())
+        assert [a["format"] for a in manifest["artifacts"]] == ["onnx"]
+        assert manifest["artifacts"][0]["quality"]["verdict"] == "ok"
+        assert [(s["format"], s["failed"]) for s in manifest["skipped"]] == [("tflite", "onnx2tf")]
+        assert (tmp_path / "out" / "local" / profile / "model.onnx").is_file()

@@ -152,6 +152,7 @@ class Pipeline:
         self.rep = reporter or Reporter()
         self._float_eval: list[np.ndarray] | None = None
         self._view: OnnxView | None = None  # an ONNX source seen as TensorFlow (onnx2tf), made once per run
+        self._view_error: ConversionError | None = None  # or why onnx2tf could not make it (tried once)
         self._workdir: Path | None = None
 
     def run(self) -> list[BuildResult]:
@@ -202,6 +203,8 @@ class Pipeline:
         return results
 
     def _onnx_view(self, src: SourceModel) -> OnnxView:
+        if self._view_error is not None:
+            raise self._view_error
         if self._view is None:
             assert self._workdir is not None
             self.rep.note(f"converting {src.path.name} to TensorFlow with onnx2tf (NCHW -> NHWC)")
@@ -249,7 +252,17 @@ class Pipeline:
                     teacher, profile, train, evalset, stage, self.rep.note))
                 check_outputs_vary(src, judge.feeds, src.predict_all(judge.feeds), judge.inputs_from,
                                    retrained=profile.name)
-            view = judge.view = self._onnx_view(src) if src.kind == "onnx" and "tflite" in fmts else None
+            view = None
+            if src.kind == "onnx" and "tflite" in fmts:
+                try:
+                    view = judge.view = self._onnx_view(src)
+                except ConversionError as exc:  # the ONNX artifacts need no onnx2tf: they are still built
+                    if fmts == ["tflite"]:
+                        raise
+                    self._view_error = exc
+                    fmts = [f for f in fmts if f != "tflite"]
+                    skipped.append({"format": "tflite", "reason": exc.one_line(), "failed": "onnx2tf"})
+                    self.rep.note(f"TFLite not built (the ONNX artifacts still are): {exc.one_line()}")
             ctx = StepContext(target.static_batch, calib_feeds, n_cal, tmp, timed, self.rep.note, judge,
                               str(teacher.path))
             for fmt in fmts:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.cli.args import add_later, positive_int
 from edgeopt.cli.console import RichReporter, stderr_console, stdout_console
-from edgeopt.errors import ConfigError
+from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.results.reader import quality_worst
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ def print_build(results: list[Any], console: Any, verbose: bool = False) -> None
                           f"[{style.get(verdict, '')}]{verdict}[/]" if verdict in style else verdict,
                           escape(worst_line(q)), acc, agree, "cached" if r.cached else f"built {r.seconds:.1f} s")
         for sk in r.manifest.get("skipped", []):
-            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", "-", escape(f"skipped: {sk['reason']}"))
+            why = f"not built: {sk['failed']} failed (below)" if sk.get("failed") else f"skipped: {sk['reason']}"
+            table.add_row(r.profile, sk["format"], "-", "-", "-", "-", "-", escape(why))
     console.print(table)
     if verbose:
         for r in results:
@@ -117,7 +118,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print_build(results, stdout_console(), verbose=args.verbose)
     raise_if_broken(results, args.allow_degraded)
+    raise_if_not_converted(results)
     return 0
+
+
+def raise_if_not_converted(results: list[Any]) -> None:
+    """ConversionError (exit 2) when a format the target asks for could not be made (onnx2tf failed: the
+    other format's artifacts are built and kept)."""
+    failed = [(r, s) for r in results for s in r.manifest.get("skipped", []) if s.get("failed")]
+    if failed:
+        r, s = failed[0]
+        raise ConversionError(f"{s['format']} not built for {r.profile}: {s['reason']}",
+                              f"the {', '.join(a['format'] for a in r.manifest['artifacts']) or 'other'} "
+                              f"artifacts are in {r.directory}")
 
 
 def raise_if_broken(results: list[Any], allow_degraded: bool) -> None:
@@ -221,7 +234,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         console.print(f"edgeopt: error: cell {o.cell.label} failed: {o.error}", markup=False, style="red",
                       soft_wrap=True)
     raise_if_broken(results, args.allow_degraded)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    raise_if_not_converted(results)
+    return 0
 
 
 def profile_names(values: list[str] | None) -> list[str] | None:
