@@ -425,3 +425,16 @@ def test_an_onnx_output_that_is_a_constant_is_refused_in_one_line(capsys, tmp_pa
     assert code == 2 and "output 'anchors' is a constant of the model" in line and "export the model without it" in line
     _one_line(line)
     assert not (tmp_path / "out").exists()
+
+
+def test_calibration_data_scaled_unlike_the_eval_data_is_pointed_out(capsys, tmp_path: Path) -> None:
+    """Images calibrated in 0..255 and evaluated in 0..1: the int8 artifact is rightly broken, but the only fix
+    offered was -p int8-auto, which cannot help."""
+    from edgeopt.inputs.data import example_split
+
+    np.savez(tmp_path / "calib255.npz", x=example_split("calibration").x * 255.0)
+    main(["build", "-p", "int8", "--data", str(tmp_path / "calib255.npz"), "--eval", "example:eval",
+          "--out", str(tmp_path / "out")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the calibration data span 0..255 but the eval data 0..1" in err, err[-2000:]
+    assert "preprocess both alike" in err

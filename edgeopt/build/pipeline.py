@@ -82,6 +82,23 @@ class BuildResult:
         }
 
 
+def range_mismatches(calib: Dataset, evalset: Dataset, factor: float = 4.0) -> list[str]:
+    """Inputs whose calibration and eval values span ranges ``factor`` apart (images in 0..255 for calibration,
+    0..1 for eval): the int8 scales come from the calibration data, so such an artifact is broken for a reason
+    no profile fixes."""
+    found = []
+    for name, c in calib.feeds.items():
+        e = evalset.feeds.get(name)
+        if e is None or c.dtype.kind != "f" or e.dtype.kind != "f" or not c.size or not e.size:
+            continue
+        cs, es = float(c.max() - c.min()), float(e.max() - e.min())
+        if cs > 0 and es > 0 and max(cs / es, es / cs) > factor:
+            found.append(f"note: input {name}: the calibration data span {float(c.min()):.3g}..{float(c.max()):.3g} "
+                         f"but the eval data {float(e.min()):.3g}..{float(e.max()):.3g} — int8 scales come from the "
+                         "calibration data: preprocess both alike")
+    return found
+
+
 def formats_for(target: Target, profile: Profile, src_kind: str) -> tuple[list[str], list[dict[str, str]]]:
     """The formats this build makes, and the ones it cannot make (with the reason)."""
     made: list[str] = []
@@ -192,6 +209,9 @@ class Pipeline:
             if evalset is not None:
                 evalset = check_against_model(evalset, src.inputs, "eval")
                 check_labels(evalset, src.outputs[src.label_output].sample_shape if src.outputs else (), "eval")
+            if calib is not None and evalset is not None and any(p.needs_calibration for p, _ in todo):
+                for message in range_mismatches(calib, evalset):
+                    self.rep.note(message)
             if train is not None and any(p.needs_training for p, _ in todo):
                 train = check_against_model(train, src.inputs, "training")
                 check_labels(train, src.outputs[src.label_output].sample_shape if src.outputs else (), "training")
