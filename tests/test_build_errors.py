@@ -437,4 +437,9 @@ def test_calibration_data_scaled_unlike_the_eval_data_is_pointed_out(capsys, tmp
           "--out", str(tmp_path / "out")])
     err = " ".join(capsys.readouterr().err.split())
     assert "the calibration data span 0..255 but the eval data 0..1" in err, err[-2000:]
-    assert "preprocess both alike" in err
+    assert "preprocess both alike" in err and "rest on them" not in err
+    ev = example_split("eval")
+    np.savez(tmp_path / "eval5.npz", x=ev.x[:5], y=ev.y[:5])  # five eval samples: said, not silently judged on
+    main(["build", "-p", "fp32", "--eval", str(tmp_path / "eval5.npz"), "--out", str(tmp_path / "out5")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds 5 samples: the accuracy and every verdict rest on them" in err, err[-2000:]

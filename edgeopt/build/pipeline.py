@@ -82,6 +82,9 @@ class BuildResult:
         }
 
 
+FEW_EVAL_SAMPLES = 20  # fewer eval samples than this: the verdicts are said to rest on them
+
+
 def range_mismatches(calib: Dataset, evalset: Dataset, factor: float = 4.0) -> list[str]:
     """Inputs whose calibration and eval values span ranges ``factor`` apart (images in 0..255 for calibration,
     0..1 for eval): the int8 scales come from the calibration data, so such an artifact is broken for a reason
@@ -208,6 +211,9 @@ class Pipeline:
                 calib = check_against_model(calib, src.inputs, "calibration", min_samples=max(needed, default=1))
             if evalset is not None:
                 evalset = check_against_model(evalset, src.inputs, "eval")
+                if len(evalset) < FEW_EVAL_SAMPLES:
+                    self.rep.note(f"note: the eval data {evalset.spec} holds {len(evalset)} samples: the accuracy "
+                                  f"and every verdict rest on them (give a few hundred)")
                 check_labels(evalset, src.outputs[src.label_output].sample_shape if src.outputs else (), "eval")
             if calib is not None and evalset is not None and any(p.needs_calibration for p, _ in todo):
                 for message in range_mismatches(calib, evalset):
