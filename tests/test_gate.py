@@ -92,6 +92,8 @@ def test_scalar_gates():
     check = relative_increase("size", "size", "B", 1000, 1100, 0.05)
     assert check.status == REGRESSION and "+10.0%" in check.message and "limit +5.0%" in check.message
     assert relative_increase("size", "size", "B", None, 5000, None, max_value=4096).status == REGRESSION
+    big = relative_increase("size", "size", "B", 500_000, 7_635_760, 0.05)  # bytes read as bytes, not 7.63576e+06
+    assert "500,000 → 7,635,760 B" in big.message and "e+0" not in big.message
     assert accuracy_drop(0.98, 0.975, 0.01).status == PASS
     drop = accuracy_drop(0.98, 0.95, 0.01)
     assert drop.status == REGRESSION and "-3.00 pt" in drop.message

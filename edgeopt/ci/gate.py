@@ -56,6 +56,11 @@ class Check:
                 "current": self.current, **({"details": self.details} if self.details else {})}
 
 
+def _num(value: float) -> str:
+    """A figure for a message: whole numbers with thousands separators (bytes: 7,635,760, not 7.63576e+06)."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e18 else f"{value:,.6g}"
+
+
 def relative_increase(gate: str, what: str, unit: str, baseline: float | None, current: float | None,
                       max_increase: float | None, max_value: float | None = None) -> Check:
     """Lower-is-better scalar: a regression when current exceeds ``max_value`` or grows by more than
@@ -63,18 +68,18 @@ def relative_increase(gate: str, what: str, unit: str, baseline: float | None, c
     if current is None:
         return Check(gate, SKIPPED, f"{what}: no current value", baseline, current)
     if max_value is not None and current > max_value:
-        return Check(gate, REGRESSION, f"{what} {current:,.6g} {unit} exceeds the limit {max_value:,.6g} {unit}",
+        return Check(gate, REGRESSION, f"{what} {_num(current)} {unit} exceeds the limit {_num(max_value)} {unit}",
                      baseline, current)
     if max_increase is not None and baseline is not None and baseline > 0:
         change = current / baseline - 1.0
-        text = (f"{what} {baseline:,.6g} → {current:,.6g} {unit} "
+        text = (f"{what} {_num(baseline)} → {_num(current)} {unit} "
                 f"({change * 100:+.1f}%, limit +{max_increase * 100:.1f}%)")
         if change > max_increase:
             return Check(gate, REGRESSION, f"{what} regressed: {text[len(what) + 1:]}", baseline, current)
         return Check(gate, PASS, text, baseline, current)
     if max_increase is not None and baseline is None:
-        return Check(gate, SKIPPED, f"{what} {current:,.6g} {unit} (no baseline value)", baseline, current)
-    return Check(gate, PASS, f"{what} {current:,.6g} {unit}", baseline, current)
+        return Check(gate, SKIPPED, f"{what} {_num(current)} {unit} (no baseline value)", baseline, current)
+    return Check(gate, PASS, f"{what} {_num(current)} {unit}", baseline, current)
 
 
 def accuracy_drop(baseline: float | None, current: float | None, max_drop: float | None,
