@@ -49,6 +49,13 @@ def test_a_typo_of_a_tag_is_refused_a_new_tag_passes_as_the_first_run(store) -> 
     assert "did you mean --baseline main?" in info.value.one_line()
     fresh = resolve_baseline("release-7", store, devices=["here"], models=["net"])
     assert fresh.source == "none" and "every cell is new" in (fresh.note or "")
+    for typo in ("mainn", "Main", "man"):
+        with pytest.raises(ConfigError) as info:
+            resolve_baseline(typo, store, devices=["here"], models=["net"])
+        assert "did you mean --baseline main?" in info.value.one_line(), typo
+    store.tag_run("20261201T100000Z-aaaaaa", "release-1")
+    for new_tag in ("release-2", "mail", "feature-b"):  # another letter or digit in its place: a tag of its own
+        assert resolve_baseline(new_tag, store, devices=["here"], models=["net"]).source == "none", new_tag
 
 
 def test_a_short_run_id_prefix_is_looked_up_not_taken_for_a_new_tag(store) -> None:

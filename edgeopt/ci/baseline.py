@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection
@@ -57,14 +56,27 @@ def load_baseline_file(path: Path) -> Baseline:
                     run_id, docs)
 
 
+def looks_like_typo(spec: str, tag: str) -> bool:
+    """``spec`` is ``tag`` mistyped: the same letters in another order (``mian``), one letter more or less
+    (``mainn``, ``man``), or another case (``Main``). Another letter or digit in its place is not: ``release-2``
+    beside ``release-1``, ``feature-b`` beside ``feature-a`` are tags of their own."""
+    if spec == tag:
+        return False
+    if spec.lower() == tag.lower() or sorted(spec) == sorted(tag):
+        return True
+    short, long_ = sorted((spec, tag), key=len)
+    return len(long_) - len(short) == 1 and len(short) >= 2 and any(
+        long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
 def check_tag(spec: str, store: Store) -> None:
-    """A tag no run has: the first run of a new tag passes (every cell new), but a name close to a tag the store
-    has is a typo, which would pass every change and could move the real tag: refused."""
+    """A tag no run has: the first run of a new tag passes (every cell new), but a mistyped tag the store has
+    (:func:`looks_like_typo`) would pass every change and could move the real tag: refused."""
     tags = sorted({t for run in store.find_runs() for t in run.get("tags") or []})
-    close = difflib.get_close_matches(spec, tags, n=1, cutoff=0.75)
+    close = next((t for t in tags if looks_like_typo(spec, t)), None)
     if close:
-        raise ConfigError(f"--baseline {spec!r}: no run is tagged so, but the store has the tag {close[0]!r}",
-                          f"did you mean --baseline {close[0]}? (tags: {', '.join(tags[:10])})")
+        raise ConfigError(f"--baseline {spec!r}: no run is tagged so, but the store has the tag {close!r}",
+                          f"did you mean --baseline {close}? (tags: {', '.join(tags[:10])})")
 
 
 def resolve_baseline(spec: str | None, store: Store, exclude: str | None = None,
