@@ -37,3 +37,16 @@ def test_all_on_an_onnx_model_skips_the_training_profiles(capsys) -> None:
 def test_an_unknown_profile_is_still_an_error() -> None:
     with pytest.raises(ConfigError):
         request_from_args(_args(str(Path("m.onnx")), ["all,nosuch"]))
+
+
+def test_a_failed_build_with_json_still_prints_a_document(tmp_path: Path, capsys) -> None:
+    """``edgeopt build --json`` printed nothing on stdout when the build failed: a script had only stderr."""
+    import json
+
+    from edgeopt.cli import main
+
+    code = main(["build", str(tmp_path / "nope.onnx"), "-p", "fp32", "--json", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert code == 2 and doc["results"] == [] and doc["error"]["exit_code"] == 2
+    assert "nope.onnx" in doc["error"]["message"] and err.startswith("edgeopt: error: ")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.cli.args import add_later, positive_int
 from edgeopt.cli.console import RichReporter, stderr_console, stdout_console
-from edgeopt.errors import ConfigError, ConversionError
+from edgeopt.errors import ConfigError, ConversionError, EdgeoptError
 from edgeopt.results.reader import quality_worst
 
 if TYPE_CHECKING:
@@ -110,8 +110,15 @@ def cmd_build(args: argparse.Namespace) -> int:
             return run_from_args(args, rep)
     req = request_from_args(args)
     t0 = time.perf_counter()
-    with BuildReporter(verbose=args.verbose, quiet=args.json) as rep:
-        results = build(req, rep)
+    try:
+        with BuildReporter(verbose=args.verbose, quiet=args.json) as rep:
+            results = build(req, rep)
+    except EdgeoptError as exc:  # --json: a document on stdout either way (the one line still goes to stderr)
+        if args.json:
+            print(json.dumps({"results": [], "error": {"message": exc.message, "hint": exc.hint,
+                                                        "kind": type(exc).__name__, "exit_code": exc.exit_code}},
+                             indent=2))
+        raise
     if args.json:
         print(json.dumps({"results": [r.summary() for r in results], "seconds": round(time.perf_counter() - t0, 3)},
                          indent=2))
