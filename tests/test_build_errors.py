@@ -443,3 +443,12 @@ def test_calibration_data_scaled_unlike_the_eval_data_is_pointed_out(capsys, tmp
     main(["build", "-p", "fp32", "--eval", str(tmp_path / "eval5.npz"), "--out", str(tmp_path / "out5")])
     err = " ".join(capsys.readouterr().err.split())
     assert "holds 5 samples: the accuracy and every verdict rest on them" in err, err[-2000:]
+
+
+def test_int8_auto_progress_names_the_format(capsys, tmp_path: Path) -> None:
+    """int8-auto's progress lines did not say which format they were about ("0 layer(s) in float -> broken" as the
+    last line of a build whose TFLite result was ok)."""
+    assert main(["build", "-p", "int8-auto", "--data", "example:calibration", "--eval", "example:eval",
+                 "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "int8-auto (tflite): 0 layer(s) in float -> ok" in err and "int8-auto (onnx): 0 layer(s) in float" in err

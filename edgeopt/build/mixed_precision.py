@@ -45,7 +45,7 @@ def search(convert: Callable[[list[str], Path], Any], judge: Callable[[Path], di
         convert(layers, path)
         trial = Trial(tuple(layers), path, judge(path))
         trials.append(trial)
-        note(f"int8-auto: {len(layers)} layer(s) in float -> {trial.quality.get('verdict')}")
+        note(f"int8-auto ({out.suffix.lstrip('.')}): {len(layers)} layer(s) in float -> {trial.quality.get('verdict')}")
         return trial
 
     best = attempt([])
