@@ -329,3 +329,11 @@ def test_when_onnx2tf_fails_the_onnx_artifacts_are_still_built(tool_venv: Path, 
         assert manifest["artifacts"][0]["quality"]["verdict"] == "ok"
         assert [(s["format"], s["failed"]) for s in manifest["skipped"]] == [("tflite", "onnx2tf")]
         assert (tmp_path / "out" / "local" / profile / "model.onnx").is_file()
+    # not a cache hit (onnx2tf is tried again: a timeout or a lost registry may pass next time) ...
+    assert main(["build", str(tmp_path / "nhwc.onnx"), "-p", "fp32", "--data", str(tmp_path / "calib.npz"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "converting nhwc.onnx to TensorFlow with onnx2tf" in capsys.readouterr().err
+    # ... and a bench (as edgeopt ci's) of a target that takes TFLite does not quietly leave the format out
+    assert main(["bench", "--target", "local", "--artifacts", str(tmp_path / "out"), "-p", "fp32",
+                 "--results", str(tmp_path / "res")]) == 2
+    assert "profile fp32 for target local has no tflite artifact: onnx2tf could not convert" in capsys.readouterr().err

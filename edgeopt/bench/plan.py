@@ -60,6 +60,12 @@ def find_artifacts(target: Target, root: Path, profiles: list[str] | None, forma
             if not reference.is_file():
                 raise ArtifactMissing(f"{reference} is missing (listed in {manifest_path})",
                                       f"rebuild it: `{build_command(target.name, [name])}`")
+        for skip in manifest.get("skipped") or []:  # a format the build failed to make is no format to leave out
+            wanted = skip.get("format") in target.formats and (not formats or skip.get("format") in formats)
+            if skip.get("failed") and wanted:
+                raise ArtifactMissing(f"profile {name} for target {target.name} has no {skip['format']} artifact: "
+                                      f"{skip.get('reason')}", "fix the conversion, or benchmark the other format "
+                                      "alone (--format, or a lab's formats:)")
         found = 0
         for art in manifest.artifacts:
             if formats and art.get("format") not in formats or art.get("format") not in target.formats:

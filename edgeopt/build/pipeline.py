@@ -161,6 +161,8 @@ def cached_manifest(directory: Path, key: str) -> Manifest | None:
         return None
     if manifest.get("build_key") != key or manifest.verify(directory):
         return None
+    if any(s.get("failed") for s in manifest.get("skipped") or []):  # a format a converter failed on: tried again
+        return None
     return manifest
 
 
