@@ -54,16 +54,19 @@ def test_a_typo_of_a_tag_is_refused_a_new_tag_passes_as_the_first_run(store) -> 
             resolve_baseline(typo, store, devices=["here"], models=["net"])
         assert "did you mean --baseline main?" in info.value.one_line(), typo
     store.tag_run("20261201T100000Z-aaaaaa", "release-1")
-    for new_tag in ("release-2", "mail", "feature-b"):  # another letter or digit in its place: a tag of its own
+    store.tag_run("20261201T100000Z-aaaaaa", "pr-1")
+    store.tag_run("20261201T100000Z-aaaaaa", "rc21")
+    for new_tag in ("release-2", "mail", "feature-b", "pr-10", "release-10", "rc12"):  # tags of their own
         assert resolve_baseline(new_tag, store, devices=["here"], models=["net"]).source == "none", new_tag
 
 
 def test_a_short_run_id_prefix_is_looked_up_not_taken_for_a_new_tag(store) -> None:
     assert resolve_baseline("20261201T10", store, devices=["here"]).run_id == "20261201T100000Z-aaaaaa"
     with pytest.raises(StoreError, match="ambiguous"):
-        resolve_baseline("2026120", store, devices=["here"])
-    with pytest.raises(StoreError, match="no run '2025'"):
-        resolve_baseline("2025", store, devices=["here"])
+        resolve_baseline("20261201", store, devices=["here"])
+    with pytest.raises(StoreError, match="no run '20251201'"):
+        resolve_baseline("20251201", store, devices=["here"])
+    assert resolve_baseline("2025", store, devices=["here"]).source == "none"  # a numeric tag's first run
 
 
 def test_report_judges_a_run_with_the_gates_it_was_judged_with(store) -> None:

@@ -198,6 +198,12 @@ def test_external_data_models_convert_and_key_their_weights(tool_venv: Path, tmp
     raw[-1] ^= 1
     data.write_bytes(bytes(raw))
     assert open_model(onnx_file).sha256 != key  # other weights, another key
+    # a hub cache's layout: the data file a symlink to a blob elsewhere (kept: read lexically, not resolved)
+    blob = tmp_path / "blobs" / "abc"
+    blob.parent.mkdir()
+    data.rename(blob)
+    data.symlink_to(blob)
+    assert open_model(onnx_file).sha256
     data.unlink()
     with pytest.raises(ModelError) as info:
         open_model(onnx_file)

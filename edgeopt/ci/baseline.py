@@ -14,7 +14,7 @@ from edgeopt.results.reader import cell_key
 from edgeopt.results.store import Store
 
 RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
-RUN_ID_PREFIX = re.compile(r"^\d{4}(\d{0,4}|\d{4}T[\dZ-]*[0-9a-f]*)$")  # 2026, 2026120, 20261203T2241...
+RUN_ID_PREFIX = re.compile(r"^\d{8}(T[\dZ-]*[0-9a-f]*)?$")  # a run id's date at least: 20261203, 20261203T2241
 LATEST_PASSING = "latest-passing"
 LATEST = "latest"
 
@@ -57,15 +57,19 @@ def load_baseline_file(path: Path) -> Baseline:
 
 
 def looks_like_typo(spec: str, tag: str) -> bool:
-    """``spec`` is ``tag`` mistyped: the same letters in another order (``mian``), one letter more or less
-    (``mainn``, ``man``), or another case (``Main``). Another letter or digit in its place is not: ``release-2``
-    beside ``release-1``, ``feature-b`` beside ``feature-a`` are tags of their own."""
-    if spec == tag:
+    """``spec`` is ``tag`` mistyped: two neighbouring letters swapped (``mian``), a letter more or less (``mainn``,
+    ``man``), or another case (``Main``). Digits never make a typo: ``pr-10`` beside ``pr-1``, ``rc12`` beside
+    ``rc21``, ``release-2`` beside ``release-1`` are tags of their own, as is ``feature-b`` beside ``feature-a``."""
+    if spec == tag or any(c.isdigit() for c in spec + tag) and spec.lower() != tag.lower():
         return False
-    if spec.lower() == tag.lower() or sorted(spec) == sorted(tag):
+    if spec.lower() == tag.lower():
         return True
+    if len(spec) == len(tag):
+        diff = [i for i in range(len(spec)) if spec[i] != tag[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and spec[diff[0]] == tag[diff[1]] \
+            and spec[diff[1]] == tag[diff[0]]
     short, long_ = sorted((spec, tag), key=len)
-    return len(long_) - len(short) == 1 and len(short) >= 2 and any(
+    return len(long_) - len(short) == 1 and len(short) >= 3 and any(
         long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 

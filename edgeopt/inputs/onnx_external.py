@@ -28,8 +28,8 @@ def external_data_files(onnx_path: Path) -> list[str]:
         if not uses_external_data(tensor):
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        where = (onnx_path.parent / location).resolve()
-        if not location or Path(location).is_absolute() or onnx_path.parent.resolve() not in where.parents:
+        where = onnx_path.parent / location  # read lexically: a hub cache links the file elsewhere, and may
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
             raise ModelError(f"{onnx_path}: tensor {tensor.name} has its data at {location!r}, outside the "
                              "model's directory", "save the model with its external data beside it")
         if not where.is_file():
