@@ -32,6 +32,8 @@ def test_all_on_an_onnx_model_skips_the_training_profiles(capsys) -> None:
     assert {p.name for p in request_from_args(_args(None, ["all"])).profiles} >= set(trains)  # the example
     named = request_from_args(_args("exported.onnx", [trains[0]]))  # named alone: kept (the build says why not)
     assert [p.name for p in named.profiles] == [trains[0]]
+    both = request_from_args(_args("exported.onnx", [f"all,{trains[0]}"]))  # named beside all: kept too
+    assert trains[0] in {p.name for p in both.profiles} and not set(trains[1:]) & {p.name for p in both.profiles}
 
 
 def test_an_unknown_profile_is_still_an_error() -> None:
@@ -50,3 +52,21 @@ def test_a_failed_build_with_json_still_prints_a_document(tmp_path: Path, capsys
     doc = json.loads(out)
     assert code == 2 and doc["results"] == [] and doc["error"]["exit_code"] == 2
     assert "nope.onnx" in doc["error"]["message"] and err.startswith("edgeopt: error: ")
+
+
+def test_a_build_refused_before_it_starts_with_json_prints_a_document(tmp_path: Path, capsys) -> None:
+    import json
+
+    from edgeopt.cli import main
+
+    assert main(["build", "-p", "nosuch", "--json", "--out", str(tmp_path / "out")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"]["kind"] == "ConfigError" and "nosuch" in doc["error"]["message"]
+
+
+def test_the_aborted_summary_shows_html_as_text(tmp_path: Path) -> None:
+    from edgeopt.report.write import write_aborted
+
+    write_aborted("<b>lab", "store lost at <img src=x>", 3, summary=tmp_path / "s.md")
+    text = (tmp_path / "s.md").read_text()
+    assert "<b>" not in text and "<img" not in text and "&lt;img src=x&gt;" in text

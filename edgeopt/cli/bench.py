@@ -89,7 +89,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         render_table(run.results, stdout_console(), title=f"edgeopt bench — run {run.run_id}")
         s = run.summary()
         disturbed = (f" ({s['disturbed']} measured under disturbed conditions: agent.valid false, never a CI "
-                     "baseline or compared)") if s["disturbed"] else ""
+                     "baseline, their latency never compared)") if s["disturbed"] else ""
         print(f"{s['valid']}/{s['results']} results valid{disturbed}, {s['bytes_sent']:,} bytes sent, "
               f"{s['seconds']:.1f} s; "
               f"stored in {run.store_path} and {run.results_dir}/", file=sys.stderr)

@@ -108,9 +108,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                               "clean the data for the search, or build with --drop-non-finite without --search")
         with RichReporter(verbose=args.verbose, quiet=args.json) as rep:
             return run_from_args(args, rep)
-    req = request_from_args(args)
     t0 = time.perf_counter()
     try:
+        req = request_from_args(args)
         with BuildReporter(verbose=args.verbose, quiet=args.json) as rep:
             results = build(req, rep)
     except EdgeoptError as exc:  # --json: a document on stdout either way (the one line still goes to stderr)
@@ -159,10 +159,10 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     target = load_target(args.target or "local")
     profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
-    asked_all = any(n.strip() == "all" for v in args.profile or [] for n in v.split(","))
-    if asked_all and args.model and Path(args.model).suffix.lower() not in (".keras", ".h5", ".hdf5"):
-        skipped = [p.name for p in profiles if p.needs_training]  # named one by one they stay an error
-        profiles = [p for p in profiles if not p.needs_training]
+    named = [n.strip() for v in args.profile or [] for n in v.split(",")]
+    if "all" in named and args.model and Path(args.model).suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        skipped = [p.name for p in profiles if p.needs_training and p.name not in named]  # named: an error
+        profiles = [p for p in profiles if p.name not in skipped]
         if skipped:
             print(f"edgeopt: -p all: skipping {', '.join(skipped)} (they fine-tune, prune or distil the model, "
                   f"which needs a Keras model; {Path(args.model).name} is not one)", file=sys.stderr)

@@ -10,7 +10,7 @@ from edgeopt.results.reader import get
 ICON = {"pass": "✅", "improved": "🚀", "new": "🆕", "regression": "❌", "error": "⚠️", "invalid": "⚠️"}
 
 
-def _esc(text: Any) -> str:
+def md_escape(text: Any) -> str:
     """A name or message in GitHub-flavoured Markdown: table pipes escaped, HTML shown as text (a lab or profile
     named ``<b>`` rendered as markup in a step summary)."""
     text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -23,10 +23,10 @@ def _ms(value: Any) -> str:
 
 def markdown_summary(result: Any) -> str:
     lines = [f"## edgeopt ci: {result.headline()}", ""]
-    baseline = _esc(result.baseline.get("label"))
-    lines.append(f"Run `{result.run_id}` on lab **{_esc(result.lab)}**; baseline: {baseline}.")
+    baseline = md_escape(result.baseline.get("label"))
+    lines.append(f"Run `{result.run_id}` on lab **{md_escape(result.lab)}**; baseline: {baseline}.")
     if result.baseline.get("note"):
-        lines.append(f"_{_esc(result.baseline['note'])}_")
+        lines.append(f"_{md_escape(result.baseline['note'])}_")
     lines += ["", "| | device | model | profile | format | p50 ms (base → now) | change | p-value | size B | "
                   "accuracy | status |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -40,7 +40,8 @@ def markdown_summary(result: Any) -> str:
         size = get(cell.current, "artifact", "bytes")
         acc = get(cell.current, "artifact", "metrics", "accuracy")
         lines.append(
-            f"| {ICON.get(cell.status, '')} | {_esc(cell.device)} | {_esc(cell.model)} | {_esc(cell.profile or '-')} | "
+            f"| {ICON.get(cell.status, '')} | {md_escape(cell.device)} | {md_escape(cell.model)} | "
+            f"{md_escape(cell.profile or '-')} | "
             f"{cell.format} | {_ms(p50_base)} → {_ms(p50_now)} | {change} | {pval} | "
             f"{f'{size:,}' if isinstance(size, int) else '–'} | {f'{acc:.4f}' if isinstance(acc, float) else '–'} | "
             f"{cell.status} |")
@@ -48,7 +49,7 @@ def markdown_summary(result: Any) -> str:
     if bad:
         lines += ["", "### Details", ""]
         for cell in bad:
-            lines.append(f"- **{_esc(cell.name)}** ({cell.status}): {_esc(cell.message)}")
+            lines.append(f"- **{md_escape(cell.name)}** ({cell.status}): {md_escape(cell.message)}")
     g = result.gates.get("latency") if isinstance(result.gates, dict) else None
     if g:
         lines += ["", f"Latency gate: one-sided Mann–Whitney U p < {g['alpha']} and the bootstrap "

@@ -32,9 +32,11 @@ def write_aborted(lab: str, message: str, exit_code: int, *, junit: Path | None 
     so, where asked for. The HTML and JSON reports need a verdict and are not written; an earlier run's at those
     paths (``stale``) are removed, so that a green report never sits beside a failed job."""
     from edgeopt.report.junit import aborted_junit
+    from edgeopt.report.markdown import md_escape
 
     write(junit, lambda: aborted_junit(lab, message, exit_code))
-    write(summary, lambda: f"## edgeopt ci {lab}: not judged (exit {exit_code})\n\n{message}\n")
+    write(summary, lambda: f"## edgeopt ci {md_escape(lab)}: not judged (exit {exit_code})\n\n"
+                           f"{md_escape(message)}\n")
     for path in stale:
         if path is not None and Path(path).is_file():
             Path(path).unlink()
