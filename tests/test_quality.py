@@ -208,6 +208,8 @@ def test_a_detection_s_collapsed_score_is_caught_on_the_last_axis() -> None:
     assert r["verdict"] == "broken"
     ok = verdict(ref, ref + rng.normal(0, 0.002, ref.shape).astype(np.float32))  # both axes fine: ok
     assert ok["verdict"] == "ok"
+    seq = rng.normal(size=(50, 2, 1000)).astype(np.float32)  # a long last axis (positions) is no second channel axis
+    assert verdict(seq, seq + 0.001)["outputs"]["out"]["channel_axis"] == 1
 
 
 def test_a_regression_output_collapsed_to_one_value_is_broken() -> None:

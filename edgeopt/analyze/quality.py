@@ -135,17 +135,23 @@ def judge(figures: dict[str, Any], opts: QualityOptions) -> list[tuple[int, tupl
 def _channel_figures(ref: np.ndarray, cand: np.ndarray, scale: float, opts: QualityOptions) -> dict[str, Any]:
     """Per channel, over samples and positions: which channels vary in the float model, which of those are
     constant in the artifact, and the worst channel's SNR (its float variance over its mean square error: 0 dB or
-    less carries nothing of its float variation). For rank >= 3 both axis 1 and the last are judged and the worse
-    reported: which holds the quantities is a guess from the shape (``[N, 1, 4+1]``: one detection of 4 box
-    coordinates and a score, whose collapse axis 1 alone hid)."""
+    less carries nothing of its float variation). For rank >= 3 the other candidate axis (axis 1 or the last) is
+    judged too when it holds at most :data:`MAX_SECOND_AXIS` entries, and the worse reported: which holds the
+    quantities is a guess from the shape (``[N, 1, 4+1]``: one detection of 4 box coordinates and a score, whose
+    collapse axis 1 alone hid)."""
     axis = channel_axis(ref.shape)
     figures = _channels_along(ref, cand, axis, scale, opts)
     other = None if axis is None or ref.ndim < 3 else (ref.ndim - 1 if axis == 1 else 1)
-    if other is not None and other != axis:
+    if other is not None and other != axis and ref.shape[other] <= MAX_SECOND_AXIS:
         alt = _channels_along(ref, cand, other, scale, opts)
         if _severity(alt) > _severity(figures):
             figures = alt
     return figures
+
+
+# the second axis is judged only when it is this short: a few quantities (4 box coordinates and a score), not the
+# positions of a sequence or the anchors of a detector, each of which would be a "channel" of its own
+MAX_SECOND_AXIS = 256
 
 
 def _severity(figures: dict[str, Any]) -> tuple[float, float]:
