@@ -103,7 +103,7 @@ def parse_address(text: str, what: str = "--host") -> Address:
                                                       f"~/.ssh/config Host alias")
 
     userinfo, at, after = text.rpartition("@")
-    if at and ":" in userinfo:  # user:password@host — never echoed, never taken
+    if at and ":" in userinfo and "//" not in userinfo:  # user:password@host — never echoed, never taken
         shown = f"{userinfo.split(':', 1)[0]}:***@{after}"
         raise ConfigError(f"{what} {shown!r}: a password in the address (user:password@host)",
                           "edgeopt takes no SSH password: use a key file (--key, the target's key:) or ssh-agent")
