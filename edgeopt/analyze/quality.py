@@ -15,6 +15,7 @@ import numpy as np
 from edgeopt.analyze.evaluate import check_labels_fit
 from edgeopt.config.profile import QualityLevel, QualityOptions
 from edgeopt.errors import DataError
+from edgeopt.inputs.tensors import is_classifier
 
 DB_CAP = 200.0  # an exact output has infinite SQNR; JSON has no infinity
 VERDICTS = ("ok", "degraded", "broken")
@@ -64,11 +65,6 @@ def assess(names: list[str], reference: list[np.ndarray], candidate: list[np.nda
     reasons = [f"{out}: {fig} {_fmt(value)} {'<' if _kind(fig) == 'min' else '>'} {_fmt(thr)} ({VERDICTS[lv]})"
                for lv, out, fig, value, thr in failures]
     return {"verdict": verdict, "worst": worst, "reasons": reasons, "outputs": outputs}
-
-
-def is_classifier(shape: tuple[int, ...]) -> bool:
-    """A classifier output is rank 2, (N, C) with C >= 2: class scores (logits or probabilities) per sample."""
-    return len(shape) == 2 and shape[1] >= 2
 
 
 def channel_axis(shape: tuple[int, ...]) -> int | None:

@@ -96,7 +96,6 @@ def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profil
     """Manifest entry of one artifact: file facts, graph facts, legacy classifier metrics and the quality verdict."""
     from edgeopt.analyze.evaluate import compare
     from edgeopt.analyze.outputs import run_all
-    from edgeopt.analyze.quality import is_classifier
 
     src = judge.src
     if fmt == "tflite":
@@ -117,8 +116,7 @@ def describe_artifact(path: Path, fmt: str, judge: Judge, ref: Reference, profil
         if judge.inputs_from == "eval" and src.single_io and len(src.output_shape) == 1:
             metrics = compare(got[0], judge.float_outputs[0], judge.labels)  # a classifier: top-1, accuracy
         elif judge.inputs_from == "eval" and not src.single_io:  # several: the first classifier output's
-            first = next((i for i, o in enumerate(src.outputs) if is_classifier(tuple(d or 0 for d in o.shape))),
-                         None)
+            first = src.classifier_output
             if first is not None:
                 metrics = {**compare(got[first], judge.float_outputs[first], judge.labels),
                            "output": src.outputs[first].name}

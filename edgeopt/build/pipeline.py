@@ -216,13 +216,13 @@ class Pipeline:
                 if len(evalset) < FEW_EVAL_SAMPLES:
                     self.rep.note(f"note: the eval data {evalset.spec} holds {len(evalset)} samples: the accuracy "
                                   f"and every verdict rest on them (give a few hundred)")
-                check_labels(evalset, src.outputs[src.label_output].sample_shape if src.outputs else (), "eval")
+                check_labels(evalset, src.label_shape, "eval")
             if calib is not None and evalset is not None and any(p.needs_calibration for p, _ in todo):
                 for message in range_mismatches(calib, evalset):
                     self.rep.note(message)
             if train is not None and any(p.needs_training for p, _ in todo):
                 train = check_against_model(train, src.inputs, "training")
-                check_labels(train, src.outputs[src.label_output].sample_shape if src.outputs else (), "training")
+                check_labels(train, src.label_shape, "training")
             self.rep.start(sum(len(formats_for(req.target, p, src.kind)[0]) for p, _ in todo))
             with tempfile.TemporaryDirectory(prefix="edgeopt-run-") as workdir:
                 self._workdir = Path(workdir)

@@ -92,7 +92,7 @@ def add_artifact(ref: Reference, src: SourceModel, path: Path, fmt: str, outputs
     for k, j in enumerate(out_map):
         ref.arrays[f"y_float_{fmt}:{j}"] = ref.y_float[k]
         ref.arrays[f"y_{fmt}:{j}"] = outputs[k]
-    first = first_classifier(src)
+    first = src.classifier_output
     if first is not None:
         mark_labels_output(ref, fmt, out_map[first])
 
@@ -113,20 +113,13 @@ def add_artifact_tf(ref: Reference, view: OnnxView, path: Path) -> None:
     for k, j in enumerate(out_map):
         ref.arrays[f"y_float_tflite:{j}"] = y_float[k]
         ref.arrays[f"y_tflite:{j}"] = got[k]
-    first = first_classifier(view.onnx_src)
+    first = view.onnx_src.classifier_output
     if first is not None:  # the TF outputs are the signature's (sorted by name): found through onnx2tf's map
         name = view.onnx_src.outputs[first].name
         signature = next((m.signature_name for m in view.result.outputs if m.onnx_name == name), None)
         tf_names = [t.name for t in tf.outputs]
         if signature in tf_names:
             mark_labels_output(ref, "tflite", out_map[tf_names.index(signature)])
-
-
-def first_classifier(src: SourceModel) -> int | None:
-    """The index of the source's first classifier output (rank 2, ``(N, C)``, ``C >= 2``): the build's accuracy."""
-    from edgeopt.analyze.quality import is_classifier
-
-    return next((k for k, o in enumerate(src.outputs) if is_classifier(tuple(d or 0 for d in o.shape))), None)
 
 
 def mark_labels_output(ref: Reference, fmt: str, index: int) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeopt.artifacts.files import sha256_tree
 from edgeopt.errors import ModelError
-from edgeopt.inputs.tensors import Feeds, TensorSpec, one_sample, samples_in
+from edgeopt.inputs.tensors import Feeds, TensorSpec, is_classifier, one_sample, samples_in
 
 BUILD_TAKES = "edgeopt build takes .keras, .h5, .onnx files and SavedModel directories"
 READY_FORMATS = (".tflite",)  # converted already: `edgeopt bench` takes these
@@ -58,13 +58,19 @@ class SourceModel:
         return self.outputs[0].sample_shape if self.outputs else ()
 
     @property
-    def label_output(self) -> int:
-        """The output eval labels belong to: the only one, else the first classifier output (rank 2, ``(N, C)``,
-        ``C >= 2``), else the first."""
-        for k, o in enumerate(self.outputs if len(self.outputs) > 1 else []):
-            if len(o.shape) == 2 and (o.shape[1] or 0) >= 2:
-                return k
-        return 0
+    def classifier_output(self) -> int | None:
+        """The index of the first classifier output (:func:`is_classifier`): where the build's accuracy and the
+        device's are taken."""
+        return next((k for k, o in enumerate(self.outputs) if is_classifier(o.shape)), None)
+
+    @property
+    def label_shape(self) -> tuple[int | None, ...]:
+        """The sample shape eval labels are checked against: the only output's, else the first classifier
+        output's, else the first output's."""
+        if not self.outputs:
+            return ()
+        k = self.classifier_output if len(self.outputs) > 1 else None
+        return self.outputs[k or 0].sample_shape
 
     @property
     def single_io(self) -> bool:

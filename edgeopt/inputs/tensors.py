@@ -19,6 +19,11 @@ from edgeopt.errors import DataError
 Feeds = dict[str, np.ndarray]
 
 
+def is_classifier(shape: tuple[int | None, ...]) -> bool:
+    """A classifier output is rank 2, (N, C) with C >= 2: class scores (logits or probabilities) per sample."""
+    return len(shape) == 2 and (shape[1] or 0) >= 2
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
