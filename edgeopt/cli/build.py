@@ -159,7 +159,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
     target = load_target(args.target or "local")
     profiles = [load_profile(n) for n in profile_names(args.profile) or target.default_profiles]
-    named = [n.strip() for v in args.profile or [] for n in v.split(",")]
+    named = split_profiles(args.profile or [])
     if "all" in named and args.model and Path(args.model).suffix.lower() not in (".keras", ".h5", ".hdf5"):
         skipped = [p.name for p in profiles if p.needs_training and p.name not in named]  # named: an error
         profiles = [p for p in profiles if p.name not in skipped]
@@ -247,13 +247,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_profiles(values: list[str]) -> list[str]:
+    """``-p a,b -p c`` as written: the names, empty ones dropped (``all`` not expanded)."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
 def profile_names(values: list[str] | None) -> list[str] | None:
     """``-p a,b -p c`` as a list (``all`` = every profile defined), None when ``--profile`` was not given.
 
     An empty list (``-p ,``, ``-p ""``) is an error: silently building the defaults instead would lie."""
     if values is None:
         return None
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    names = split_profiles(values)
     if not names:
         raise ConfigError(f"--profile: empty profile list ({' '.join(repr(v) for v in values)[:80]})",
                           "name at least one profile (see `edgeopt profiles`), or leave --profile out for the "

@@ -21,8 +21,11 @@ ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
 NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def xml_text(document: str) -> str:
-    return NOT_XML.sub("\ufffd", ANSI.sub("", document))
+def document(root: ET.Element) -> str:
+    """The XML file's text: declaration, indented elements, and nothing XML 1.0 cannot hold."""
+    ET.indent(root)
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return NOT_XML.sub("\ufffd", ANSI.sub("", text))
 
 
 def _seconds(cell: Any) -> float:
@@ -70,8 +73,7 @@ def junit_xml(result: Any) -> str:
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{total_time:.3f}")
-    ET.indent(root)
-    return xml_text('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    return document(root)
 
 
 def aborted_junit(lab: str, message: str, exit_code: int) -> str:
@@ -84,5 +86,4 @@ def aborted_junit(lab: str, message: str, exit_code: int) -> str:
     case = ET.SubElement(suite, "testcase", classname=f"edgeopt.{lab}", name="run", time="0.000")
     el = ET.SubElement(case, "error", message=message, type=f"exit-{exit_code}")
     el.text = message
-    ET.indent(root)
-    return xml_text('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    return document(root)
